@@ -1,0 +1,56 @@
+"""Where the database is: one answer for the entry points, Alembic and the tests."""
+
+import os
+from pathlib import Path
+
+from dotenv import load_dotenv
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from .errors import DatabaseSetupError
+
+# the project folder (src/<package>/config.py -> three levels up); installs are editable
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_SQLITE_PATH = PROJECT_ROOT / "app.db"
+
+# what people paste, and the driver SQLAlchemy should use for it
+_POSTGRES_SCHEMES = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg"}
+
+
+def database_url() -> URL:
+    """The application's database: DATABASE_URL, else the project's SQLite file."""
+    return _url_from_env("DATABASE_URL") or parse_database_url(f"sqlite:///{DEFAULT_SQLITE_PATH}")
+
+
+def migration_url() -> URL:
+    """The database migrations run on: DATABASE_URL_DIRECT when set, else database_url().
+
+    Neon's pooled host runs PgBouncer in transaction mode; schema changes belong on the
+    direct host, so a project on Neon sets both.
+    """
+    return _url_from_env("DATABASE_URL_DIRECT") or database_url()
+
+
+def parse_database_url(raw: str, variable: str = "DATABASE_URL") -> URL:
+    """Parse a URL as people write it: postgres:// means psycopg 3, SQLite paths are absolute."""
+    try:
+        url = make_url(raw.strip())
+    except ArgumentError:
+        # the value itself is not echoed: it may hold a password
+        raise DatabaseSetupError(
+            f"{variable} is not a database URL; expected something like "
+            "sqlite:////abs/path/app.db or postgresql://user:password@host/dbname"
+        ) from None
+    if url.drivername in _POSTGRES_SCHEMES:
+        url = url.set(drivername=_POSTGRES_SCHEMES[url.drivername])
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        # a relative path would follow the current directory; anchor it to the project
+        url = url.set(database=str(PROJECT_ROOT / url.database))
+    return url
+
+
+def _url_from_env(variable: str) -> URL | None:
+    # a real environment variable wins over .env (load_dotenv never overrides)
+    load_dotenv(PROJECT_ROOT / ".env")
+    raw = os.environ.get(variable, "")
+    return parse_database_url(raw, variable) if raw.strip() else None

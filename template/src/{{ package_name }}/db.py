@@ -1,0 +1,71 @@
+"""The engine and session factory: every connection the project makes starts here."""
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL
+from sqlalchemy.orm import Session, sessionmaker
+
+from .config import database_url
+from .errors import DatabaseSetupError, explained
+from .schema import check_at_head
+
+# seconds to wait for a connection (PostgreSQL) or for another writer's lock (SQLite)
+CONNECT_TIMEOUT = 10
+SQLITE_BUSY_TIMEOUT = 30
+
+
+def make_engine(url: URL) -> Engine:
+    """An engine for url, tuned for its backend; creates nothing in the database."""
+    if url.get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
+        event.listen(engine, "connect", _configure_sqlite)
+        return engine
+    return create_engine(
+        url,
+        # short-lived processes: a small pool, checked before use (Neon suspends idle computes)
+        pool_size=1,
+        max_overflow=4,
+        pool_pre_ping=True,
+        pool_recycle=300,
+        connect_args={
+            "connect_timeout": CONNECT_TIMEOUT,
+            # PgBouncer in transaction mode (Neon's -pooler host) cannot keep prepared statements
+            "prepare_threshold": None,
+        },
+    )
+
+
+def open_database(url: URL | None = None) -> sessionmaker[Session]:
+    """Sessions on a database the migrations have brought to head, or DatabaseSetupError."""
+    url = url or database_url()
+    with explained(url):
+        engine = make_engine(url)
+        _refuse_missing_sqlite_file(url)
+        with engine.connect() as connection:
+            check_at_head(connection)
+    return sessionmaker(engine)
+
+
+def _refuse_missing_sqlite_file(url: URL) -> None:
+    # connecting would create an empty file; the schema belongs to `alembic upgrade head`
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    path = Path(url.database)
+    if not path.parent.is_dir():
+        raise DatabaseSetupError(
+            f"cannot open SQLite database {path}: folder {path.parent} does not exist"
+        )
+    if not path.exists():
+        raise DatabaseSetupError(
+            f"no database at {path} yet; run `alembic upgrade head` to create it"
+        )
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    # WAL lets readers work while a writer commits; it persists in the file once set
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()

@@ -1,0 +1,58 @@
+"""Failures a user must fix, each told in one line with the password masked."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, NoSuchModuleError, SQLAlchemyError
+
+
+class DatabaseSetupError(Exception):
+    """Something about the database or its URL that the user must fix; str() is one line."""
+
+
+def describe(url: URL) -> str:
+    """The URL as it may be shown: never with its password."""
+    return url.render_as_string(hide_password=True)
+
+
+@contextmanager
+def explained(url: URL) -> Iterator[None]:
+    """Turn driver and configuration failures into a DatabaseSetupError that says what to do."""
+    try:
+        yield
+    except NoSuchModuleError:
+        raise DatabaseSetupError(
+            f"DATABASE_URL names an unknown database or driver ({url.drivername}); "
+            "use sqlite:/// or postgresql://"
+        ) from None
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not exc.name.startswith("psycopg"):
+            raise
+        raise DatabaseSetupError(
+            "PostgreSQL needs psycopg: install the postgres extra "
+            "(uv sync --extra postgres, or pip install -e '.[postgres]')"
+        ) from None
+    except DBAPIError as exc:
+        raise DatabaseSetupError(_driver_message(url, exc)) from None
+    except SQLAlchemyError as exc:
+        raise DatabaseSetupError(f"database error: {_first_line(str(exc))}") from None
+
+
+def _driver_message(url: URL, exc: DBAPIError) -> str:
+    reason = _first_line(str(exc.orig))
+    if url.get_backend_name() != "sqlite":
+        return f"cannot use {describe(url)}: {reason}"
+    path = Path(url.database or "")
+    if "unable to open database file" in reason and not path.parent.is_dir():
+        return f"cannot open SQLite database {path}: folder {path.parent} does not exist"
+    if "file is not a database" in reason:
+        return f"{path} is not a SQLite database; check DATABASE_URL"
+    return f"SQLite database {path}: {reason}"
+
+
+def _first_line(message: str) -> str:
+    # driver messages wrap and indent; keep the first line of substance
+    lines = [" ".join(line.split()) for line in message.splitlines()]
+    return next((line for line in lines if line), "unknown error")

@@ -1,0 +1,37 @@
+"""Marker: one named row, the smallest proof that data outlives the process that wrote it."""
+
+from sqlalchemy import CheckConstraint, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .base import Base
+
+NAME_MAX_LENGTH = 100
+
+
+class Marker(Base):
+    __tablename__ = "markers"
+    # SQLite ignores VARCHAR lengths; the check holds the limit for every writer, on every backend
+    __table_args__ = (
+        CheckConstraint(f"length(name) BETWEEN 1 AND {NAME_MAX_LENGTH}", name="name_length"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH))
+
+    def __repr__(self) -> str:
+        return f"Marker(id={self.id!r}, name={self.name!r})"
+
+
+class InvalidName(ValueError):
+    """A name the markers table would refuse."""
+
+
+def check_name(name: str) -> str:
+    """Return name if the markers table will take it, else raise InvalidName saying why."""
+    if not name:
+        raise InvalidName("a marker name must not be empty")
+    if len(name) > NAME_MAX_LENGTH:
+        raise InvalidName(
+            f"a marker name must be at most {NAME_MAX_LENGTH} characters, not {len(name)}"
+        )
+    return name
