@@ -1,0 +1,109 @@
+"""Rendering the template, installing what it renders, and a real PostgreSQL server."""
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from copier import run_copy
+
+from tests.postgres import PostgresServer, start_postgres
+
+ROOT = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+UV = os.environ.get("UV") or shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+
+DEFAULT_ANSWERS = {"project_name": "Budget Tracker"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def copier_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep the user's own Copier settings (defaults, trust) out of every render."""
+    settings = tmp_path_factory.mktemp("copier") / "settings.yml"
+    settings.write_text("{}\n")  # an empty file makes copier 9.19 fail
+    old = os.environ.get("COPIER_SETTINGS_PATH")
+    os.environ["COPIER_SETTINGS_PATH"] = str(settings)
+    yield
+    if old is None:
+        os.environ.pop("COPIER_SETTINGS_PATH", None)
+    else:
+        os.environ["COPIER_SETTINGS_PATH"] = old
+
+
+def render(dst: Path, template: Path = ROOT, vcs_ref: str | None = "HEAD", **answers: Any) -> Path:
+    """Render template (the working tree, uncommitted files included) into dst."""
+    run_copy(
+        str(template),
+        dst,
+        data={**DEFAULT_ANSWERS, **answers},
+        defaults=True,
+        vcs_ref=vcs_ref,
+        quiet=True,
+    )
+    return dst
+
+
+def run(
+    *command: str | Path, cwd: Path, env: dict[str, str] | None = None, input: str | None = None
+) -> "subprocess.CompletedProcess[str]":
+    """Run a command; never raises on failure, so the caller asserts on what it printed."""
+    return subprocess.run(
+        [str(part) for part in command],
+        cwd=cwd,
+        env=project_env(env),
+        input=input,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=900,
+        check=False,
+    )
+
+
+def project_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a user would have: no DATABASE_URL leaking in from this machine."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "DATABASE_URL_DIRECT", "TEST_DATABASE_URL", "VIRTUAL_ENV")
+    }
+    return env | (extra or {})
+
+
+def install(project: Path, *extras: str) -> Path:
+    """uv sync the project (dev group included); returns its virtualenv's bin folder."""
+    command = [UV, "sync", "--quiet", "--compile-bytecode", *(f"--extra={e}" for e in extras)]
+    result = run(*command, cwd=project)
+    assert result.returncode == 0, result.stderr
+    return project / ".venv" / "bin"
+
+
+def ok(result: "subprocess.CompletedProcess[str]") -> str:
+    """The output of a command that must have succeeded."""
+    assert result.returncode == 0, f"{result.args}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="session")
+def default_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project rendered with default answers and installed, shared by read-only tests."""
+    project = render(tmp_path_factory.mktemp("default") / "budget-tracker")
+    install(project)
+    return project
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session; fails rather than skips under CI."""
+    try:
+        server = start_postgres()
+    except (FileNotFoundError, OSError, subprocess.SubprocessError) as exc:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required under CI and could not start: {exc}")
+        pytest.skip(f"PostgreSQL not available: {exc}")
+    yield server
+    server.stop()
