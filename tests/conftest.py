@@ -92,8 +92,18 @@ def ok(result: "subprocess.CompletedProcess[str]") -> str:
 def default_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project rendered with default answers and installed, shared by read-only tests."""
     project = render(tmp_path_factory.mktemp("default") / "budget-tracker")
+    git_commit_all(project, "Generated from the template")
     install(project)
     return project
+
+
+def git_commit_all(project: Path, message: str) -> None:
+    """Commit everything in project (a new repository if need be), as its user would."""
+    if not (project / ".git").exists():
+        ok(run("git", "init", "-q", "-b", "main", cwd=project))
+    ok(run("git", "add", "-A", cwd=project))
+    identity = ["-c", "user.name=Test User", "-c", "user.email=user@example.com"]
+    ok(run("git", *identity, "commit", "-q", "-m", message, cwd=project))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,84 @@
+"""Answers to `copier copy`: derived names, and bad answers refused before anything is written."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import render
+
+
+def answers_of(project: Path) -> dict[str, str]:
+    return yaml.safe_load((project / ".copier-answers.yml").read_text())
+
+
+def test_names_are_derived_from_the_project_name(tmp_path: Path) -> None:
+    project = render(tmp_path / "p", project_name="My Budget-Tracker 2")
+    answers = answers_of(project)
+    assert answers["project_slug"] == "my-budget-tracker-2"
+    assert answers["package_name"] == "my_budget_tracker_2"
+    assert (project / "src" / "my_budget_tracker_2" / "models" / "marker.py").is_file()
+    assert 'name = "my-budget-tracker-2"' in (project / "pyproject.toml").read_text()
+
+
+def test_the_answers_file_records_the_template_commit(tmp_path: Path) -> None:
+    answers = answers_of(render(tmp_path / "p"))
+    assert answers["_commit"]
+    assert answers["skills_dir"] == ".claude/skills"
+
+
+def test_the_skill_goes_where_skills_dir_says(tmp_path: Path) -> None:
+    project = render(tmp_path / "p", skills_dir="agents/skills")
+    assert (project / "agents" / "skills" / "database-deployment" / "SKILL.md").is_file()
+    assert not (project / ".claude").exists()
+
+
+def test_optional_author_fields_reach_pyproject(tmp_path: Path) -> None:
+    project = render(tmp_path / "p", author_name='Ada "A" Lovelace', author_email="ada@example.com")
+    pyproject = (project / "pyproject.toml").read_text()
+    assert 'authors = [{ name = "Ada \\"A\\" Lovelace", email = "ada@example.com" }]' in pyproject
+
+
+BAD_ANSWERS = [
+    # (question, answer, part of the message that names the rule)
+    ("package_name", "class", "must not be a Python keyword"),
+    ("package_name", "match", "must not be a Python keyword"),
+    ("package_name", "budget-tracker", "must be a lowercase Python identifier"),
+    ("package_name", "1budget", "must be a lowercase Python identifier"),
+    ("package_name", "budget tracker", "must be a lowercase Python identifier"),
+    ("package_name", "büdget", "must be a lowercase Python identifier"),
+    ("package_name", "Budget", "must be a lowercase Python identifier"),
+    ("package_name", "_budget", "must be a lowercase Python identifier"),
+    ("package_name", "json", 'must not shadow the standard library module "json"'),
+    ("package_name", "sqlite3", 'must not shadow the standard library module "sqlite3"'),
+    ("package_name", "sqlalchemy", 'must not shadow "sqlalchemy", a dependency'),
+    ("package_name", "alembic", 'must not shadow "alembic", a dependency'),
+    ("package_name", "psycopg", 'must not shadow "psycopg", a dependency'),
+    ("package_name", "migrations", 'must not shadow "migrations", a dependency or folder'),
+    ("project_name", "", "project_name must not be empty"),
+    ("project_name", "   ", "project_name must not be empty"),
+    ("project_name", "2048 Game", "project_name must start with a letter"),
+    ("project_name", "Café Tracker", "project_name may hold only ASCII letters"),
+    ("project_name", 'Say "Hi"', "project_name may hold only ASCII letters"),
+    ("project_name", "A" * 61, "project_name must be at most 60 characters"),
+    ("project_slug", "Budget_Tracker", "project_slug must be lowercase letters and digits"),
+    ("project_slug", "budget--tracker", "project_slug must be lowercase letters and digits"),
+    ("python_version", "3.9", "python_version must be 3.10 or later"),
+    ("python_version", "3", "python_version must be 3.10 or later"),
+    ("author_email", "ada-at-example", "author_email must look like name@example.com"),
+    ("description", "two\nlines", "description must be a single line"),
+    ("skills_dir", "/etc/skills", "skills_dir must be a relative folder path"),
+    ("skills_dir", "../skills", 'skills_dir must not contain "." or ".." parts'),
+    ("skills_dir", "src/skills", "skills_dir must not be inside the project's src folder"),
+]
+
+
+@pytest.mark.parametrize(("question", "answer", "rule"), BAD_ANSWERS)
+def test_a_bad_answer_is_refused_with_its_rule_and_nothing_is_written(
+    question: str, answer: str, rule: str, tmp_path: Path
+) -> None:
+    destination = tmp_path / "project"
+    with pytest.raises(ValueError, match=f"question '{question}'") as error:
+        render(destination, **{question: answer})
+    assert rule in str(error.value)
+    assert not destination.exists()

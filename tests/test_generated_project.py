@@ -1,0 +1,205 @@
+"""A rendered project, used as a new user would: the proof, its own checks, its skill."""
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, install, ok, render, run
+
+LESSON = ROOT / "tests" / "lesson"
+SKILL_SECTIONS = ["Persona", "When to Use", "Core Patterns", "Decision Logic", "Guardrails"]
+
+
+def prove(project: Path, env: dict[str, str] | None = None) -> None:
+    """The four commands of the project's README, each a separate process."""
+    bin_dir = project / ".venv" / "bin"
+    ok(run(bin_dir / "alembic", "upgrade", "head", cwd=project, env=env))
+    assert ok(run(bin_dir / "write-once", cwd=project, env=env)) == "Wrote marker\n"
+    assert ok(run(bin_dir / "read-later", cwd=project, env=env)) == "['persistent-check']\n"
+
+
+def test_the_proof_prints_persistent_check_from_a_new_process(default_project: Path) -> None:
+    prove(default_project)
+    assert (default_project / "app.db").is_file()
+
+
+def test_the_programs_share_one_database_from_any_directory(
+    default_project: Path, tmp_path: Path
+) -> None:
+    database = tmp_path / "shared.db"
+    env = {"DATABASE_URL": f"sqlite:///{database}"}
+    bin_dir = default_project / ".venv" / "bin"
+    ok(run(bin_dir / "alembic", "upgrade", "head", cwd=default_project, env=env))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ok(run(bin_dir / "write-once", "from-elsewhere", cwd=elsewhere, env=env))
+    assert ok(run(bin_dir / "read-later", cwd=tmp_path, env=env)) == "['from-elsewhere']\n"
+
+
+def test_the_project_passes_its_own_tests(default_project: Path) -> None:
+    result = run(default_project / ".venv" / "bin" / "pytest", "-q", "-p", "no:cacheprovider", cwd=default_project)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert re.search(r"\d+ passed", result.stdout)
+    assert "skipped" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        ["ruff", "check", "--no-cache", "."],
+        ["ruff", "format", "--check", "--no-cache", "."],
+        ["mypy", "--strict", "--no-incremental"],
+    ],
+    ids=["ruff-check", "ruff-format", "mypy-strict"],
+)
+def test_the_project_passes_lint_format_and_strict_typing(default_project: Path, check: list[str]) -> None:
+    bin_dir = default_project / ".venv" / "bin"
+    ok(run(bin_dir / check[0], *check[1:], cwd=default_project))
+
+
+def test_reformatting_a_fresh_render_changes_nothing(tmp_path: Path) -> None:
+    project = render(tmp_path / "p")
+    ok(run("git", "init", "-q", cwd=project))
+    ok(run("git", "add", "-A", cwd=project))
+    bin_dir = install(project)
+    ok(run(bin_dir / "ruff", "format", "--no-cache", ".", cwd=project))
+    ok(run(bin_dir / "ruff", "check", "--fix", "--no-cache", ".", cwd=project))
+    # the index holds the render as copier wrote it; the working tree what the tools made of it
+    assert ok(run("git", "diff", "--name-only", cwd=project)) == ""
+
+
+@pytest.fixture
+def fresh_render(tmp_path: Path) -> Path:
+    """A project exactly as `copier copy` leaves it: nothing installed, nothing run."""
+    return render(tmp_path / "fresh")
+
+
+def rendered_files(project: Path) -> list[Path]:
+    return [path for path in project.rglob("*") if path.is_file()]
+
+
+def test_no_template_leftovers_in_a_rendered_project(fresh_render: Path) -> None:
+    leftovers = []
+    for path in rendered_files(fresh_render):
+        if path.suffix == ".jinja" or "{{" in path.name:
+            leftovers.append(f"{path}: template file name")
+        elif re.search(r"\{\{|\{%|%\}|\{#", path.read_text(encoding="utf-8")):
+            leftovers.append(f"{path}: Jinja syntax")
+    assert leftovers == []
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        {"project_name": "Budget Tracker"},
+        {"project_name": "Hello World-Wide Inventory", "python_version": "3.11"},
+        {"project_name": "ACME Orders", "project_slug": "acme-orders-db", "package_name": "acme"},
+        {"project_name": "Notes", "skills_dir": "agent/skills", "author_name": "Ada Lovelace",
+         "author_email": "ada@example.com"},
+    ],
+    ids=["spaces", "hyphens-and-capitals", "own-slug-and-package", "other-skills-dir"],
+)  # fmt: skip
+def test_every_answer_set_renders_a_working_clean_project(tmp_path: Path, answers: dict[str, str]) -> None:
+    project = render(tmp_path / "project", **answers)
+    bin_dir = install(project)
+    prove(project)
+    ok(run(bin_dir / "ruff", "check", "--no-cache", ".", cwd=project))
+    ok(run(bin_dir / "ruff", "format", "--check", "--no-cache", ".", cwd=project))
+    ok(run(bin_dir / "mypy", "--no-incremental", cwd=project))
+    skill = project / answers.get("skills_dir", ".claude/skills") / "database-deployment"
+    assert (skill / "SKILL.md").is_file()
+
+
+def test_the_lesson_scripts_read_and_write_the_same_database(default_project: Path, tmp_path: Path) -> None:
+    database = tmp_path / "lesson.db"
+    env = {"DATABASE_URL": f"sqlite:///{database}"}
+    bin_dir = default_project / ".venv" / "bin"
+    scripts = tmp_path / "lesson"
+    scripts.mkdir()
+    for name in ("write_once.py", "read_later.py"):
+        source = (LESSON / name).read_text()
+        assert 'create_engine("sqlite:///quick_persist.db")' in source
+        # nothing changed but the URL string
+        (scripts / name).write_text(source.replace("sqlite:///quick_persist.db", f"sqlite:///{database}"))
+    lesson = {name: [bin_dir / "python", scripts / name] for name in ("write_once.py", "read_later.py")}
+
+    ok(run(bin_dir / "alembic", "upgrade", "head", cwd=default_project, env=env))
+    ok(run(bin_dir / "write-once", cwd=default_project, env=env))
+    assert ok(run(*lesson["read_later.py"], cwd=scripts)) == "['persistent-check']\n"
+
+    assert ok(run(*lesson["write_once.py"], cwd=scripts)) == "Wrote marker\n"
+    expected = "['persistent-check', 'persistent-check']\n"
+    assert ok(run(bin_dir / "read-later", cwd=default_project, env=env)) == expected
+
+
+class TestSkill:
+    @pytest.fixture
+    def skill(self, default_project: Path) -> Path:
+        return default_project / ".claude" / "skills" / "database-deployment"
+
+    def test_is_valid_by_the_agent_skills_spec(self, skill: Path) -> None:
+        result = subprocess.run(
+            [ROOT / ".venv" / "bin" / "agentskills", "validate", skill],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def test_has_the_five_sections_in_order(self, skill: Path) -> None:
+        headings = re.findall(r"^## (.+)$", (skill / "SKILL.md").read_text(), re.MULTILINE)
+        assert headings == SKILL_SECTIONS
+
+    def test_frontmatter_names_the_folder_and_says_when_to_use_it(self, skill: Path) -> None:
+        frontmatter = (skill / "SKILL.md").read_text().split("---")[1]
+        assert re.search(r"^name: database-deployment$", frontmatter, re.MULTILINE)
+        assert "Use when" in frontmatter
+
+    def test_guardrails_cover_secrets_and_rollback(self, skill: Path) -> None:
+        guardrails = (skill / "SKILL.md").read_text().split("## Guardrails")[1]
+        assert "credentials" in guardrails and ".env" in guardrails
+        assert "rollback" in guardrails and "sessions.begin()" in guardrails
+
+    def test_every_command_it_names_is_installed(self, skill: Path, default_project: Path) -> None:
+        text = (skill / "SKILL.md").read_text()
+        commands = set(re.findall(r"uv run ([a-z][a-z-]*)", text))
+        assert {"alembic", "write-once", "read-later", "pytest"} <= commands
+        for command in commands:
+            assert (default_project / ".venv" / "bin" / command).is_file(), command
+
+    def test_every_file_it_points_at_exists(self, skill: Path, default_project: Path) -> None:
+        text = (skill / "SKILL.md").read_text()
+        for path in re.findall(r"`((?:src|migrations|tests|references|examples)/[\w./-]*)`", text):
+            base = skill if path.startswith(("references", "examples")) else default_project
+            assert (base / path).exists(), path
+
+    def test_has_references_and_examples(self, skill: Path) -> None:
+        assert {p.name for p in (skill / "references").iterdir()} >= {
+            "sqlalchemy-patterns.md",
+            "alembic-migrations.md",
+            "neon.md",
+        }
+        assert {p.name for p in (skill / "examples").iterdir()} >= {"write_once.py", "read_later.py"}
+
+
+CREDENTIAL_IN_URL = re.compile(r"[a-z0-9+]+://([^\s/:@'\"]+):([^\s@'\"]+)@")
+PLACEHOLDER_PASSWORDS = {"change-me", "password", "***"}
+
+
+def test_a_fresh_render_holds_no_credentials(fresh_render: Path) -> None:
+    found = []
+    for path in rendered_files(fresh_render):
+        for user, password in CREDENTIAL_IN_URL.findall(path.read_text(encoding="utf-8")):
+            if password not in PLACEHOLDER_PASSWORDS:
+                found.append(f"{path}: {user}:{password}")
+    assert found == []
+    assert not re.search(r"^\s*sqlalchemy\.url\s*=", (fresh_render / "alembic.ini").read_text(), re.M)
+    assert not (fresh_render / ".env").exists()
+
+
+def test_env_files_and_databases_are_git_ignored(tmp_path: Path) -> None:
+    project = render(tmp_path / "p")
+    ok(run("git", "init", "-q", cwd=project))
+    for name in (".env", ".env.local", "app.db", "app.db-wal", ".venv/x"):
+        assert run("git", "check-ignore", "-q", name, cwd=project).returncode == 0, name
+    assert run("git", "check-ignore", "-q", ".env.example", cwd=project).returncode == 1
