@@ -203,3 +203,14 @@ def test_env_files_and_databases_are_git_ignored(tmp_path: Path) -> None:
     for name in (".env", ".env.local", "app.db", "app.db-wal", ".venv/x"):
         assert run("git", "check-ignore", "-q", name, cwd=project).returncode == 0, name
     assert run("git", "check-ignore", "-q", ".env.example", cwd=project).returncode == 1
+
+
+def test_the_project_installs_and_proves_with_plain_pip(tmp_path: Path) -> None:
+    # the README's pip route: a venv, pip new enough for dependency groups, an editable install
+    project = render(tmp_path / "p")
+    ok(run("python3", "-m", "venv", ".venv", cwd=project))
+    pip = project / ".venv" / "bin" / "pip"
+    ok(run(pip, "install", "-q", "--upgrade", "pip>=25.1", cwd=project))
+    ok(run(pip, "install", "-q", "-e", ".", "--group", "dev", cwd=project))
+    prove(project)
+    assert ok(run(project / ".venv" / "bin" / "pytest", "-q", "tests/test_persistence.py", cwd=project))
