@@ -35,11 +35,13 @@ def parse_database_url(raw: str, variable: str = "DATABASE_URL") -> URL:
     """Parse a URL as people write it: postgres:// means psycopg 3, SQLite paths are absolute."""
     try:
         url = make_url(raw.strip())
-    except ArgumentError:
-        # the value itself is not echoed: it may hold a password
+    except (ArgumentError, ValueError):
+        # the value itself is not echoed: it may hold a password (a ValueError is a bad port,
+        # often the rest of a password whose @ or : was not encoded)
         raise DatabaseSetupError(
             f"{variable} is not a database URL; expected something like "
-            "sqlite:////abs/path/app.db or postgresql://user:password@host/dbname"
+            "sqlite:////abs/path/app.db or postgresql://user:password@host/dbname "
+            "(URL-encode special characters in the password: @ -> %40, : -> %3A)"
         ) from None
     if url.drivername in _POSTGRES_SCHEMES:
         url = url.set(drivername=_POSTGRES_SCHEMES[url.drivername])
