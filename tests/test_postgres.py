@@ -1,0 +1,385 @@
+"""PostgreSQL and Neon: a rendered project against a real server, through its own programs.
+
+Every database here belongs to the role whose password, s3cr%t@p:ss/w0rd, must be URL-encoded;
+no output may show it, in any form.
+"""
+
+import itertools
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from subprocess import CompletedProcess
+from urllib.parse import quote
+
+import pytest
+
+from tests.conftest import install, ok, project_env, render, run
+from tests.postgres import PASSWORD, PostgresServer, free_port
+
+# the password as typed, as encoded in a URL (both ways), and fragments of it
+SECRETS = [PASSWORD, quote(PASSWORD, safe=""), quote(PASSWORD), "s3cr", "w0rd"]
+PROGRAMS = ["write-once", "read-later", "alembic upgrade head"]
+# a guard against hanging, not a benchmark: every connect gives up after 10 s
+HANG_GUARD = 20
+# Neon's strings end in ?sslmode=require&channel_binding=require; the local server has no
+# certificate, so `require` is refused there (see the test below); `prefer` keeps the shape
+NEON_QUERY = "sslmode=prefer&channel_binding=prefer"
+
+_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One project with the postgres extra, shared: each test brings its own databases."""
+    project = render(tmp_path_factory.mktemp("postgres") / "budget-tracker")
+    install(project, "postgres")
+    return project
+
+
+@pytest.fixture
+def new_database(postgres: PostgresServer) -> Callable[[str], str]:
+    """Create an empty database owned by the test role; returns its name."""
+
+    def create(label: str) -> str:
+        name = f"{label}_{next(_numbers)}"
+        postgres.create_database(name)
+        return name
+
+    return create
+
+
+@pytest.fixture
+def dotenv(project: Path) -> Iterator[Path]:
+    """The project's .env, removed after the test so that the next one starts without it."""
+    path = project / ".env"
+    yield path
+    path.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts connections and never says a word."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield int(listener.getsockname()[1])
+    stop.set()
+    thread.join()
+    for connection in accepted:
+        connection.close()
+    listener.close()
+
+
+def command_line(project: Path, command: str) -> list[str]:
+    program, *args = command.split()
+    return [str(project / ".venv" / "bin" / program), *args]
+
+
+def run_in(project: Path, command: str, env: dict[str, str] | None = None) -> CompletedProcess[str]:
+    return run(*command_line(project, command), cwd=project, env=env)
+
+
+def run_all(project: Path, env: dict[str, str]) -> dict[str, tuple[CompletedProcess[str], float]]:
+    """Run the programs side by side; each result with the seconds it took at most."""
+    started = time.monotonic()
+    processes = {
+        command: subprocess.Popen(
+            command_line(project, command),
+            cwd=project,
+            env=project_env(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+        )
+        for command in PROGRAMS
+    }
+    results: dict[str, tuple[CompletedProcess[str], float]] = {}
+    try:
+        for command, process in processes.items():
+            try:
+                out, err = process.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"{command} was still running after 60 s")
+            result = CompletedProcess(process.args, process.returncode, out, err)
+            results[command] = (result, time.monotonic() - started)
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return results
+
+
+def assert_shows_no_password(result: CompletedProcess[str]) -> None:
+    for secret in SECRETS:
+        assert secret not in result.stdout + result.stderr, (result.stdout, result.stderr)
+
+
+def assert_fails_in_one_line(project: Path, env: dict[str, str], *needles: str) -> None:
+    """Each program exits non-zero with one line that says why, quickly, password hidden."""
+    for command, (result, seconds) in run_all(project, env).items():
+        shown = f"{command}:\nstdout: {result.stdout}\nstderr: {result.stderr}"
+        assert result.returncode != 0, shown
+        assert "Traceback" not in result.stdout + result.stderr, shown
+        assert len(result.stderr.splitlines()) == 1, shown
+        if command.startswith("alembic"):
+            # alembic reports a CommandError twice: logged to stderr, `FAILED: ...` on stdout
+            message = result.stdout.removeprefix("FAILED: ").rstrip("\n")
+            assert result.stdout == f"FAILED: {message}\n", shown
+            assert result.stderr == f"ERROR [alembic.util.messaging] {message}\n", shown
+        else:
+            assert result.stdout == "", shown
+            assert result.stderr.startswith(f"{command}: error: "), shown
+        for needle in needles:
+            assert needle in result.stderr, shown
+        assert_shows_no_password(result)
+        assert seconds < HANG_GUARD, shown
+
+
+def prove(project: Path, env: dict[str, str] | None = None) -> None:
+    """upgrade, write, read from a new process, check: each a separate process."""
+    upgraded = run_in(project, "alembic upgrade head", env)
+    ok(upgraded)
+    assert_shows_no_password(upgraded)
+    assert ok(run_in(project, "write-once", env)) == "Wrote marker\n"
+    assert ok(run_in(project, "read-later", env)) == "['persistent-check']\n"
+    checked = run_in(project, "alembic check", env)
+    assert "No new upgrade operations detected" in ok(checked)
+    assert_shows_no_password(checked)
+
+
+def tables(postgres: PostgresServer, database: str) -> str:
+    return postgres.psql(
+        "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables "
+        "WHERE schemaname = 'public'",
+        database,
+    )
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg"])
+def test_the_proof_runs_on_postgresql_for_every_url_form(
+    scheme: str, project: Path, postgres: PostgresServer, new_database: Callable[[str], str]
+) -> None:
+    database = new_database("proof")
+    url = postgres.url(database).replace("postgresql://", f"{scheme}://", 1)
+    prove(project, {"DATABASE_URL": url})
+    # the row is in PostgreSQL, not in a SQLite file the project fell back to
+    assert postgres.psql("SELECT name FROM markers", database) == "persistent-check"
+    assert not (project / "app.db").exists()
+
+
+def test_a_neon_shaped_url_in_dotenv_runs_the_proof(
+    project: Path, postgres: PostgresServer, new_database: Callable[[str], str], dotenv: Path
+) -> None:
+    database = new_database("dotenv")
+    url = postgres.url(database).replace("postgresql://", "postgres://", 1)
+    dotenv.write_text(f"DATABASE_URL={url}?{NEON_QUERY}\n")
+    prove(project)  # no DATABASE_URL in the environment
+    assert postgres.psql("SELECT name FROM markers", database) == "persistent-check"
+
+
+def test_sslmode_require_reaches_the_driver_and_a_server_without_ssl_refuses_it(
+    project: Path, postgres: PostgresServer, new_database: Callable[[str], str], dotenv: Path
+) -> None:
+    # why the Neon-shaped tests use `prefer`: the query string reaches libpq as it is written
+    database = new_database("ssl")
+    url = postgres.url(database).replace("postgresql://", "postgres://", 1)
+    dotenv.write_text(f"DATABASE_URL={url}?sslmode=require&channel_binding=require\n")
+    assert_fails_in_one_line(project, {}, "SSL was required")
+
+
+def test_an_environment_variable_wins_over_dotenv(
+    project: Path, postgres: PostgresServer, new_database: Callable[[str], str], dotenv: Path
+) -> None:
+    from_file, from_environment = new_database("file"), new_database("environment")
+    dotenv.write_text(f"DATABASE_URL={postgres.url(from_file)}?{NEON_QUERY}\n")
+    prove(project, {"DATABASE_URL": postgres.url(from_environment)})
+    assert postgres.psql("SELECT name FROM markers", from_environment) == "persistent-check"
+    assert tables(postgres, from_file) == ""
+
+
+@pytest.mark.parametrize("where", ["environment", "dotenv"])
+def test_migrations_run_on_database_url_direct_and_the_programs_on_database_url(
+    where: str,
+    project: Path,
+    postgres: PostgresServer,
+    new_database: Callable[[str], str],
+    dotenv: Path,
+) -> None:
+    pooled, direct = new_database("pooled"), new_database("direct")
+    variables = {
+        "DATABASE_URL": f"{postgres.url(pooled)}?{NEON_QUERY}",
+        "DATABASE_URL_DIRECT": f"{postgres.url(direct)}?{NEON_QUERY}",
+    }
+    env: dict[str, str] = {}
+    if where == "environment":
+        env = variables
+    else:
+        dotenv.write_text("".join(f"{name}={value}\n" for name, value in variables.items()))
+
+    upgraded = run_in(project, "alembic upgrade head", env)
+    ok(upgraded)
+    assert_shows_no_password(upgraded)
+    assert tables(postgres, direct) == "alembic_version,markers"
+    assert tables(postgres, pooled) == ""
+    # the programs use DATABASE_URL, which the migrations did not touch
+    written = run_in(project, "write-once", env)
+    assert written.returncode != 0
+    assert "no schema yet" in written.stderr
+
+
+def test_the_generated_tests_pass_on_postgresql_and_never_touch_database_url(
+    project: Path, postgres: PostgresServer, new_database: Callable[[str], str]
+) -> None:
+    precious, scratch = new_database("precious"), new_database("scratch")
+    precious_env = {"DATABASE_URL": postgres.url(precious)}
+    ok(run_in(project, "alembic upgrade head", precious_env))
+    ok(run(project / ".venv" / "bin" / "write-once", "sentinel", cwd=project, env=precious_env))
+    postgres.psql("CREATE TABLE keep_me (note text); INSERT INTO keep_me VALUES ('mine')", precious)
+    # the suite empties TEST_DATABASE_URL's database first: this table shows it was used
+    postgres.psql("CREATE TABLE canary (note text)", scratch)
+
+    def snapshot() -> str:
+        rows = postgres.psql(
+            "SELECT (SELECT string_agg(name, ',' ORDER BY id) FROM markers), "
+            "(SELECT string_agg(note, ',') FROM keep_me), "
+            "(SELECT string_agg(version_num, ',') FROM alembic_version)",
+            precious,
+        )
+        return f"{rows}|{tables(postgres, precious)}"
+
+    before = snapshot()
+    result = run(
+        project / ".venv" / "bin" / "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        cwd=project,
+        env={
+            "TEST_DATABASE_URL": postgres.url(scratch),
+            "DATABASE_URL": postgres.url(precious),
+            "DATABASE_URL_DIRECT": postgres.url(precious),
+        },
+    )
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert " passed" in result.stdout
+    assert snapshot() == before == "sentinel|mine|0001|alembic_version,keep_me,markers"
+    assert "canary" not in tables(postgres, scratch)
+
+
+def test_an_unreachable_port_fails_in_one_line_without_showing_the_password(
+    project: Path, postgres: PostgresServer
+) -> None:
+    url = postgres.url("app_db").replace(f":{postgres.port}/", f":{free_port()}/")
+    assert_fails_in_one_line(project, {"DATABASE_URL": url}, "Connection refused")
+
+
+def test_a_host_that_never_answers_times_out_in_one_line(
+    project: Path, postgres: PostgresServer, silent_port: int
+) -> None:
+    url = postgres.url("app_db").replace(f":{postgres.port}/", f":{silent_port}/")
+    assert_fails_in_one_line(project, {"DATABASE_URL": url}, "timeout expired")
+
+
+def test_a_wrong_password_fails_in_one_line_without_showing_it(
+    project: Path, postgres: PostgresServer, new_database: Callable[[str], str]
+) -> None:
+    # the wrong password holds the right one, so neither may show
+    url = postgres.url(new_database("wrong"), password=f"not-{PASSWORD}")
+    assert_fails_in_one_line(project, {"DATABASE_URL": url}, "password authentication failed")
+
+
+def test_a_missing_database_is_named_in_one_line(project: Path, postgres: PostgresServer) -> None:
+    url = postgres.url("no_such_database")
+    assert_fails_in_one_line(
+        project, {"DATABASE_URL": url}, 'database "no_such_database" does not exist'
+    )
+
+
+def test_a_password_pasted_without_url_encoding_is_refused_without_showing_it(
+    project: Path, postgres: PostgresServer
+) -> None:
+    # the unencoded ':' and '/' make the rest of the password look like a port
+    url = f"postgresql://app_user:{PASSWORD}@127.0.0.1:{postgres.port}/app_db"
+    assert_fails_in_one_line(
+        project, {"DATABASE_URL": url}, "DATABASE_URL is not a database URL", "URL-encode"
+    )
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_without_psycopg_a_postgresql_url_says_how_to_install_the_extra(
+    scheme: str, default_project: Path
+) -> None:
+    # default_project is installed without the postgres extra; nothing connects
+    url = f"{scheme}://app_user:{quote(PASSWORD, safe='')}@127.0.0.1:5432/app_db"
+    assert_fails_in_one_line(
+        default_project, {"DATABASE_URL": url}, "install the postgres extra", "--extra postgres"
+    )
+
+
+# run by the project's own python: the engine the programs and Alembic use
+PREPARED_STATEMENTS = """
+import sys
+from sqlalchemy import insert, select, text
+from budget_tracker.config import parse_database_url
+from budget_tracker.db import open_database
+from budget_tracker.models import Marker
+
+sessions = open_database(parse_database_url(sys.argv[1]))
+with sessions.begin() as session:
+    for number in range(20):  # psycopg prepares a statement from its 5th run unless told not to
+        session.execute(insert(Marker), [{"name": f"n{number}"}])
+        session.scalars(select(Marker.name).where(Marker.id > number)).all()
+    print(session.scalar(text("SELECT count(*) FROM pg_prepared_statements")))
+"""
+
+DROPPED_CONNECTION = """
+import sys
+from sqlalchemy import text
+from budget_tracker.config import parse_database_url
+from budget_tracker.db import make_engine
+
+engine = make_engine(parse_database_url(sys.argv[1]))
+pid = text("SELECT pg_backend_pid()")
+with engine.connect() as pooled, engine.connect() as other:
+    dropped = pooled.scalar(pid)
+    pooled.close()  # back to the pool, then killed by the server behind the pool's back
+    assert other.scalar(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": dropped})
+with engine.connect() as connection:
+    print(connection.scalar(pid) != dropped)
+"""
+
+
+def test_the_engine_never_prepares_statements_on_the_server(
+    project: Path, postgres: PostgresServer, new_database: Callable[[str], str]
+) -> None:
+    # PgBouncer in transaction mode (Neon's pooled host) cannot keep prepared statements
+    database = new_database("prepared")
+    ok(run_in(project, "alembic upgrade head", {"DATABASE_URL": postgres.url(database)}))
+    python = project / ".venv" / "bin" / "python"
+    result = run(python, "-c", PREPARED_STATEMENTS, postgres.url(database), cwd=project)
+    assert ok(result) == "0\n"
+
+
+def test_a_pooled_connection_the_server_dropped_is_replaced_before_use(
+    project: Path, postgres: PostgresServer, new_database: Callable[[str], str]
+) -> None:
+    # Neon suspends idle computes; a stale pooled connection must not reach the caller
+    url = postgres.url(new_database("dropped"))
+    python = project / ".venv" / "bin" / "python"
+    assert ok(run(python, "-c", DROPPED_CONNECTION, url, cwd=project)) == "True\n"
