@@ -36,19 +36,26 @@ def parse_database_url(raw: str, variable: str = "DATABASE_URL") -> URL:
     try:
         url = make_url(raw.strip())
     except (ArgumentError, ValueError):
-        # the value itself is not echoed: it may hold a password (a ValueError is a bad port,
-        # often the rest of a password whose @ or : was not encoded)
-        raise DatabaseSetupError(
-            f"{variable} is not a database URL; expected something like "
-            "sqlite:////abs/path/app.db or postgresql://user:password@host/dbname "
-            "(URL-encode special characters in the password: @ -> %40, : -> %3A)"
-        ) from None
+        # a ValueError is a bad port: often the rest of a password whose @ or : was not encoded
+        raise _not_a_url(variable) from None
+    if "@" in (url.host or ""):
+        # the password held a bare @ and its tail was read as the host; showing it would leak it
+        raise _not_a_url(variable)
     if url.drivername in _POSTGRES_SCHEMES:
         url = url.set(drivername=_POSTGRES_SCHEMES[url.drivername])
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         # a relative path would follow the current directory; anchor it to the project
         url = url.set(database=str(PROJECT_ROOT / url.database))
     return url
+
+
+def _not_a_url(variable: str) -> DatabaseSetupError:
+    # the value itself is never echoed: it may hold a password
+    return DatabaseSetupError(
+        f"{variable} is not a database URL; expected something like "
+        "sqlite:////abs/path/app.db or postgresql://user:password@host/dbname "
+        "(URL-encode special characters in the password: @ -> %40, : -> %3A)"
+    )
 
 
 def _url_from_env(variable: str) -> URL | None:

@@ -28,12 +28,17 @@ def explained(url: URL) -> Iterator[None]:
             "use sqlite:/// or postgresql://"
         ) from None
     except ModuleNotFoundError as exc:
-        if exc.name is None or not exc.name.startswith("psycopg"):
-            raise
-        raise DatabaseSetupError(
-            "PostgreSQL needs psycopg: install the postgres extra "
-            "(uv sync --extra postgres, or pip install -e '.[postgres]')"
-        ) from None
+        if exc.name == "psycopg":
+            raise DatabaseSetupError(
+                "PostgreSQL needs psycopg: install the postgres extra "
+                "(uv sync --extra postgres, or pip install -e '.[postgres]')"
+            ) from None
+        if exc.name is not None and url.drivername.endswith(f"+{exc.name}"):
+            raise DatabaseSetupError(
+                f"DATABASE_URL asks for the {exc.name} driver, which is not installed; "
+                "use postgresql:// (psycopg 3, the postgres extra) or install it"
+            ) from None
+        raise
     except DBAPIError as exc:
         raise DatabaseSetupError(_driver_message(url, exc)) from None
     except SQLAlchemyError as exc:
