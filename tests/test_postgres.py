@@ -22,7 +22,7 @@ from tests.postgres import PASSWORD, PostgresServer, free_port
 # the password as typed, as encoded in a URL (both ways), and fragments of it
 SECRETS = [PASSWORD, quote(PASSWORD, safe=""), quote(PASSWORD), "s3cr", "w0rd"]
 PROGRAMS = ["write-once", "read-later", "alembic upgrade head"]
-# a guard against hanging, not a benchmark: every connect gives up after 10 s
+# a guard against hanging, not a benchmark: every connect gives up after 5 s
 HANG_GUARD = 20
 # Neon's strings end in ?sslmode=require&channel_binding=require; the local server has no
 # certificate, so `require` is refused there (see the test below); `prefer` keeps the shape

@@ -12,7 +12,7 @@ from .errors import DatabaseSetupError, explained
 from .schema import check_at_head
 
 # seconds to wait for a connection (PostgreSQL) or for another writer's lock (SQLite)
-CONNECT_TIMEOUT = 10
+CONNECT_TIMEOUT = 5
 SQLITE_BUSY_TIMEOUT = 30
 
 
