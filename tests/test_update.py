@@ -1,0 +1,416 @@
+"""Template updates: `copier update` carries each release into a project and loses nothing.
+
+Each scenario makes the template a tagged git repository in a temporary folder, renders a
+project from one tag, changes the project as its user would, then updates it to a later tag.
+The policy under test is docs/updating.md and docs/decisions/0005-template-updates.md.
+"""
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from copier import run_update
+from copier.errors import UnsafeTemplateError
+
+from tests.conftest import ROOT, install, ok, render, run
+
+VERSIONS = Path("template/migrations/versions")
+# the revisions the template has released; a new one would give projects that added their
+# own revisions two heads, so this set never grows (docs/decisions/0005-template-updates.md)
+RELEASED_REVISIONS = {"0001_create_markers.py"}
+
+SHIPPED_CHECK = "tests/test_no_conflict_markers.py"
+SKILL = Path(".claude/skills/database-deployment")
+SKILL_TEMPLATE = Path("template/{{ skills_dir }}/database-deployment")
+MODELS = Path("src/budget_tracker/models")
+BUDGET_MODEL = '''"""Budget: how much may be spent on one category each month."""
+
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .base import Base
+
+
+class Budget(Base):
+    __tablename__ = "budgets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    category: Mapped[str] = mapped_column(String(50), unique=True)
+    limit_cents: Mapped[int]
+
+    def __repr__(self) -> str:
+        return f"Budget(id={self.id!r}, category={self.category!r})"
+'''
+BUDGET_TEST = '''"""Budgets, the project's own table, next to the template's markers."""
+
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.engine import URL
+
+from budget_tracker.models import Budget
+
+
+def test_a_budget_is_stored(migrated: URL, engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(insert(Budget), [{"category": "rent", "limit_cents": 120_000}])
+    with engine.connect() as connection:
+        assert connection.scalars(select(Budget.category)).all() == ["rent"]
+'''
+
+
+@pytest.fixture(autouse=True)
+def isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Git as on a fresh machine, for these tests and for copier: no hooks, signing or aliases."""
+    config = tmp_path_factory.mktemp("git") / "config"
+    config.write_text(
+        "[user]\n\tname = Template Tests\n\temail = tests@example.com\n"
+        "[init]\n\tdefaultBranch = main\n"
+        "[commit]\n\tgpgSign = false\n[tag]\n\tgpgSign = false\n"
+        "[safe]\n\tdirectory = *\n"
+    )
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+
+
+def git(repo: Path, *args: str) -> str:
+    return ok(run("git", *args, cwd=repo))
+
+
+def commit(repo: Path, message: str) -> None:
+    git(repo, "add", "--all")
+    git(repo, "commit", "--quiet", "--message", message)
+
+
+def release(repo: Path, tag: str) -> Path:
+    """Commit everything in the template repository and tag it, as a maintainer releases."""
+    commit(repo, f"Release {tag}")
+    git(repo, "tag", tag)
+    return repo
+
+
+def copy_working_tree(source: Path, dst: Path) -> None:
+    """The files git would commit in source now: tracked and new, ignored ones left out."""
+    names = git(source, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    for name in filter(None, names.split("\0")):
+        if (source / name).is_file():  # a tracked file deleted but not yet committed is skipped
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / name, dst / name)
+
+
+def template_repo(dst: Path, tag: str = "v1.0.0") -> Path:
+    """This repository's working tree as a template repository released as tag."""
+    dst.mkdir()
+    copy_working_tree(ROOT, dst)
+    git(dst, "init", "--quiet")
+    return release(dst, tag)
+
+
+def generate(template: Path, dst: Path, tag: str) -> Path:
+    """Render the project at tag and commit it, as `copier copy` then `git init` would."""
+    project = render(dst, template=template, vcs_ref=tag)
+    git(project, "init", "--quiet")
+    commit(project, "Generate from the template")
+    return project
+
+
+def update(project: Path, tag: str, *, trust: bool = False) -> None:
+    """`copier update --defaults --vcs-ref tag` (plus `--trust` for a release with _migrations)."""
+    run_update(project, defaults=True, overwrite=True, vcs_ref=tag, unsafe=trust, quiet=True)
+
+
+def replace_once(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, f"{old!r} is not in {path} exactly once"
+    path.write_text(text.replace(old, new))
+
+
+def append(path: Path, text: str) -> None:
+    path.write_text(path.read_text() + text)
+
+
+def insert_after_first(path: Path, prefix: str, text: str) -> None:
+    """Insert text after the first line that starts with prefix."""
+    lines = path.read_text().splitlines(keepends=True)
+    at = next(number for number, line in enumerate(lines) if line.startswith(prefix))
+    path.write_text("".join([*lines[: at + 1], text, *lines[at + 1 :]]))
+
+
+def project_files(project: Path) -> Iterator[Path]:
+    """Every file in the project but git's own and the virtualenv."""
+    for path in sorted(project.rglob("*")):
+        parts = path.relative_to(project).parts
+        if path.is_file() and parts[0] not in (".git", ".venv"):
+            yield path
+
+
+def conflicts(project: Path) -> list[str]:
+    """`path:line` of every conflict marker, and every .rej file, anywhere in the project."""
+    found = []
+    for path in project_files(project):
+        name = path.relative_to(project).as_posix()
+        if name.endswith(".rej"):
+            found.append(name)
+        content = path.read_bytes()
+        if b"\0" not in content:
+            found.extend(
+                f"{name}:{number}"
+                for number, line in enumerate(content.splitlines(), start=1)
+                if line.startswith((b"<" * 7, b">" * 7))
+            )
+    return found
+
+
+def changed(project: Path) -> set[str]:
+    """Paths `git status` shows as changed or new since the project's last commit."""
+    return {line[3:] for line in git(project, "status", "--porcelain").splitlines()}
+
+
+def revisions(project: Path) -> dict[str, bytes]:
+    """The revision scripts in a project's (or the template's) migrations/versions/."""
+    return {path.name: path.read_bytes() for path in project.glob("migrations/versions/*.py")}
+
+
+def answers(project: Path) -> dict[str, str]:
+    loaded: dict[str, str] = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    return loaded
+
+
+# THE RELEASED SCHEMA ---------------------------------------------------------------------
+
+
+def test_the_template_ships_exactly_the_released_revisions() -> None:
+    shipped = {path.name for path in (ROOT / VERSIONS).iterdir() if path.name != "__pycache__"}
+    assert shipped == RELEASED_REVISIONS == set(revisions(ROOT / "template"))
+
+
+def test_no_released_revision_was_edited_since_its_first_commit() -> None:
+    # every file ever added under migrations/versions/, in this repository's history
+    added = git(ROOT, "log", "--diff-filter=A", "--format=%H", "--name-only", "--", str(VERSIONS))
+    first_commit: dict[str, str] = {}
+    for line in added.splitlines():
+        if re.fullmatch(r"[0-9a-f]{40}", line):
+            sha = line
+        elif line:
+            first_commit[line] = sha  # the log runs newest first: the last one seen is the first
+    assert {Path(name).name for name in first_commit} >= RELEASED_REVISIONS
+    for name, sha in first_commit.items():
+        released = git(ROOT, "show", f"{sha}:{name}")
+        assert (ROOT / name).is_file(), f"{name}, released in {sha[:8]}, was deleted"
+        assert (ROOT / name).read_text() == released, f"{name} changed since {sha[:8]}"
+        touched = git(ROOT, "log", "--format=%H", "--", name).split()
+        assert touched == [sha], f"{name} was edited in {touched[:-1]}"
+
+
+def test_the_changelog_names_the_version_in_pyproject() -> None:
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    released = re.findall(r"^## \[(\d[^\]]*)\] - \d{4}-\d{2}-\d{2}$", changelog, re.MULTILINE)
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    version = re.search(r'^version = "([^"]+)"$', pyproject, re.MULTILINE)
+    assert version is not None
+    assert released[0] == version.group(1)
+
+
+# UPDATES -------------------------------------------------------------------------------
+
+
+def test_an_update_merges_a_release_with_the_users_work_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    template = template_repo(tmp_path / "template")
+    project = generate(template, tmp_path / "budget-tracker", "v1.0.0")
+    scripts = install(project)
+    ok(run(scripts / "alembic", "upgrade", "head", cwd=project))
+
+    # the user's work: docs, the skill, a model of their own with its migration, a test, data
+    append(project / "README.md", "\n## Budgets\n\nOne budget per category, in cents.\n")
+    append(project / SKILL / "SKILL.md", "\n## This project\n- Amounts are integer cents.\n")
+    append(project / ".env.example", "\n# SENTRY_DSN=https://key@sentry.example.com/1\n")
+    (project / MODELS / "budget.py").write_text(BUDGET_MODEL)
+    replace_once(
+        project / MODELS / "__init__.py", "from .marker", "from .budget import Budget\nfrom .marker"
+    )
+    replace_once(project / MODELS / "__init__.py", '"Base", ', '"Base", "Budget", ')
+    ok(run(scripts / "alembic", "revision", "--autogenerate", "-m", "add budgets", cwd=project))
+    ok(run(scripts / "alembic", "upgrade", "head", cwd=project))
+    (project / "tests" / "test_budgets.py").write_text(BUDGET_TEST)
+    (project / SKILL / "references" / "neon.md").unlink()  # not on Neon: deleted for good
+    assert ok(run(scripts / "write-once", "rent", "groceries", cwd=project)) == "Wrote 2 markers\n"
+    commit(project, "Budgets")  # uv.lock included; .venv and app.db are git-ignored
+    (migration,) = (project / "migrations" / "versions").glob("*_add_budgets.py")
+    own = [MODELS / "budget.py", MODELS / "__init__.py", Path("tests/test_budgets.py"), migration]
+    own_before = [(project / path).read_bytes() for path in own]
+
+    # the release: changes beside the user's in the same files, a new file, an env.py change
+    insert_after_first(template / "template/README.md.jinja", "# ", "\nRelease two says hello.\n")
+    insert_after_first(template / SKILL_TEMPLATE / "SKILL.md.jinja", "# ", "\nRelease two.\n")
+    insert_after_first(template / "template/.env.example", "#", "# Release two's setting.\n")
+    append(template / "template/migrations/env.py.jinja", "# release two\n")
+    append(template / SKILL_TEMPLATE / "references" / "neon.md", "\nRelease two.\n")
+    backups = SKILL_TEMPLATE / "references" / "backups.md"
+    (template / backups).write_text("# Backups\n\nRelease two's new page.\n")
+    release(template, "v2.0.0")
+
+    update(project, "v2.0.0")
+
+    assert answers(project)["_commit"] == "v2.0.0"
+    assert conflicts(project) == []
+    skill = SKILL.as_posix()
+    assert changed(project) == {
+        ".copier-answers.yml",
+        ".env.example",
+        "README.md",
+        f"{skill}/SKILL.md",
+        f"{skill}/references/backups.md",
+        "migrations/env.py",
+    }
+    readme = (project / "README.md").read_text()
+    assert "Release two says hello." in readme and "## Budgets" in readme
+    skill_md = (project / SKILL / "SKILL.md").read_text()
+    assert "Release two." in skill_md and "Amounts are integer cents." in skill_md
+    env_example = (project / ".env.example").read_text()
+    assert "Release two's setting." in env_example and "SENTRY_DSN" in env_example
+    assert (project / "migrations/env.py").read_text().endswith("# release two\n")
+    assert (project / SKILL / "references/backups.md").is_file()
+    assert not (project / SKILL / "references/neon.md").exists()
+    assert [(project / path).read_bytes() for path in own] == own_before
+
+    # the user's data and schema came through, and the project still checks out
+    scripts = install(project)
+    assert ok(run(scripts / "read-later", cwd=project)) == "['rent', 'groceries']\n"
+    ok(run(scripts / "alembic", "upgrade", "head", cwd=project))
+    ok(run(scripts / "alembic", "check", cwd=project))
+    assert ok(run(scripts / "alembic", "heads", cwd=project)).count("(head)") == 1
+    assert ok(run(scripts / "write-once", cwd=project)) == "Wrote marker\n"
+    assert ok(run(scripts / "read-later", cwd=project)) == (
+        "['rent', 'groceries', 'persistent-check']\n"
+    )
+    ok(run(scripts / "ruff", "check", ".", cwd=project))
+    ok(run(scripts / "ruff", "format", "--check", ".", cwd=project))
+    ok(run(scripts / "mypy", cwd=project))
+    ok(run(scripts / "pytest", "-q", "-p", "no:cacheprovider", cwd=project))
+
+
+def test_an_edit_on_the_same_lines_leaves_markers_that_the_shipped_check_reports(
+    tmp_path: Path,
+) -> None:
+    template = template_repo(tmp_path / "template")
+    project = generate(template, tmp_path / "budget-tracker", "v1.0.0")
+    replace_once(project / "README.md", "# Budget Tracker\n", "# Budget Tracker, by the Smiths\n")
+    commit(project, "Our title")
+    replace_once(
+        template / "template/README.md.jinja",
+        "# {{ project_name }}\n",
+        "# {{ project_name }}, made with SQLAlchemy\n",
+    )
+    release(template, "v2.0.0")
+
+    update(project, "v2.0.0")  # returns normally: copier reports no conflict
+
+    assert answers(project)["_commit"] == "v2.0.0"
+    markers = conflicts(project)
+    assert markers and all(hit.startswith("README.md:") for hit in markers)
+    assert git(project, "status", "--porcelain", "README.md").startswith("UU ")
+    diff_check = run("git", "diff", "--check", cwd=project)
+    assert diff_check.returncode != 0 and "leftover conflict marker" in diff_check.stdout
+    scripts = install(project)
+    shipped_check = (scripts / "pytest", "-q", "-p", "no:cacheprovider", SHIPPED_CHECK)
+    reported = run(*shipped_check, cwd=project)
+    assert reported.returncode == 1
+    for hit in markers:
+        assert hit in reported.stdout
+
+    # resolved as docs/updating.md says: keep the right lines, drop the markers, git add
+    readme = (project / "README.md").read_text()
+    resolved = re.sub(
+        r"^<{7} .*?^={7}\n.*?^>{7} .*?\n",
+        "# Budget Tracker, by the Smiths\n",
+        readme,
+        flags=re.MULTILINE | re.DOTALL,
+    )
+    (project / "README.md").write_text(resolved)
+    git(project, "add", "README.md")
+    assert conflicts(project) == []
+    ok(run(*shipped_check, cwd=project))
+    ok(run("git", "diff", "HEAD", "--check", cwd=project))
+
+
+def test_a_release_that_renames_a_file_moves_the_users_edits_with_it(tmp_path: Path) -> None:
+    template = template_repo(tmp_path / "template")
+    project = generate(template, tmp_path / "budget-tracker", "v1.0.0")
+    users_test = "\n\ndef test_our_own_check() -> None:\n    assert True\n"
+    append(project / "tests/test_persistence.py", users_test)
+    commit(project, "Our test")
+
+    # release two renames the file; copier alone would delete it, edits and all
+    git(
+        template,
+        "mv",
+        "template/tests/test_persistence.py.jinja",
+        "template/tests/test_proof.py.jinja",
+    )
+    append(
+        template / "copier.yml",
+        """
+_migrations:
+  - version: v2.0.0
+    when: "{{ _stage == 'before' }}"
+    command: test ! -f tests/test_persistence.py || cp tests/test_persistence.py tests/.renamed
+  - version: v2.0.0
+    when: "{{ _stage == 'after' }}"
+    command: test ! -f tests/.renamed || mv tests/.renamed tests/test_proof.py
+""",
+    )
+    release(template, "v2.0.0")
+
+    with pytest.raises(UnsafeTemplateError):
+        update(project, "v2.0.0")  # a release with _migrations needs --trust
+    assert changed(project) == set()
+    update(project, "v2.0.0", trust=True)
+
+    assert answers(project)["_commit"] == "v2.0.0"
+    assert conflicts(project) == []
+    assert changed(project) == {
+        ".copier-answers.yml",
+        "tests/test_persistence.py",
+        "tests/test_proof.py",
+    }
+    assert not (project / "tests/test_persistence.py").exists()
+    assert (project / "tests/test_proof.py").read_text().endswith(users_test)
+
+
+def test_a_project_from_the_first_commit_updates_to_the_working_tree(tmp_path: Path) -> None:
+    history = tmp_path / "template"
+    git(tmp_path, "clone", "--quiet", "--no-hardlinks", str(ROOT), str(history))
+    for tag in git(history, "tag", "--list").split():
+        git(history, "tag", "--delete", tag)
+    first = git(history, "log", "--diff-filter=A", "--format=%H", "--", "copier.yml").split()[-1]
+    git(history, "tag", "v0.0.0", first)
+    project = generate(history, tmp_path / "budget-tracker", "v0.0.0")
+    scripts = install(project)
+    ok(run(scripts / "alembic", "upgrade", "head", cwd=project))
+    ok(run(scripts / "write-once", "from-the-first-commit", cwd=project))
+    commit(project, "uv.lock")
+    shipped = revisions(project)
+
+    # the working tree, committed on top of history and released as the changelog's version
+    for name in git(history, "ls-files", "-z").split("\0"):
+        if name:
+            (history / name).unlink()
+    copy_working_tree(ROOT, history)
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    version = re.search(r"^## \[(\d[^\]]*)\]", changelog, re.MULTILINE)
+    assert version is not None
+    release(history, f"v{version.group(1)}")
+
+    update(project, f"v{version.group(1)}", trust=True)
+
+    assert answers(project)["_commit"] == f"v{version.group(1)}"
+    assert conflicts(project) == []
+    assert revisions(project) == shipped == revisions(ROOT / "template")
+    scripts = install(project)
+    ok(run(scripts / "alembic", "upgrade", "head", cwd=project))
+    ok(run(scripts / "alembic", "check", cwd=project))
+    assert ok(run(scripts / "read-later", cwd=project)) == "['from-the-first-commit']\n"
+    ok(run(scripts / "pytest", "-q", "-p", "no:cacheprovider", cwd=project))
