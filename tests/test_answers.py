@@ -33,6 +33,11 @@ def test_the_skill_goes_where_skills_dir_says(tmp_path: Path) -> None:
     assert not (project / ".claude").exists()
 
 
+def test_an_author_email_alone_reaches_pyproject(tmp_path: Path) -> None:
+    pyproject = (render(tmp_path / "p", author_email="ada@example.com") / "pyproject.toml").read_text()
+    assert 'authors = [{ email = "ada@example.com" }]' in pyproject
+
+
 def test_optional_author_fields_reach_pyproject(tmp_path: Path) -> None:
     project = render(tmp_path / "p", author_name='Ada "A" Lovelace', author_email="ada@example.com")
     pyproject = (project / "pyproject.toml").read_text()
@@ -55,6 +60,8 @@ BAD_ANSWERS = [
     ("package_name", "alembic", 'must not shadow "alembic", a dependency'),
     ("package_name", "psycopg", 'must not shadow "psycopg", a dependency'),
     ("package_name", "migrations", 'must not shadow "migrations", a dependency or folder'),
+    ("package_name", "pluggy", 'must not shadow "pluggy", a dependency'),
+    ("package_name", "test", 'must not shadow "test", a dependency'),
     ("project_name", "", "project_name must not be empty"),
     ("project_name", "   ", "project_name must not be empty"),
     ("project_name", "2048 Game", "project_name must start with a letter"),
