@@ -2,7 +2,7 @@
 
 Each scenario makes the template a tagged git repository in a temporary folder, renders a
 project from one tag, changes the project as its user would, then updates it to a later tag.
-The policy under test is docs/updating.md and docs/decisions/0005-template-updates.md.
+The policy under test is docs/updating.md and docs/decisions/0006-template-updates.md.
 """
 
 import re
@@ -19,7 +19,7 @@ from tests.conftest import ROOT, install, ok, render, run
 
 VERSIONS = Path("template/migrations/versions")
 # the revisions the template has released; a new one would give projects that added their
-# own revisions two heads, so this set never grows (docs/decisions/0005-template-updates.md)
+# own revisions two heads, so this set never grows (docs/decisions/0006-template-updates.md)
 RELEASED_REVISIONS = {"0001_create_markers.py"}
 
 SHIPPED_CHECK = "tests/test_no_conflict_markers.py"
