@@ -260,12 +260,16 @@ def proof_figure(
     write its .pyc, as on a machine without PYTHONDONTWRITEBYTECODE.
     """
     label = "uv sync, lazy .pyc" if lazy else "uv sync --compile-bytecode"
+    label = f"{label}, offline"
     step(f"rendered-to-proof ({label}) vs one lesson script run, {runs} runs")
     env = project_env()
     project_side = project_env()  # the rendered project's commands; copier keeps env
     if lazy:
         project_side.pop("PYTHONDONTWRITEBYTECODE", None)
-    install_command: Command = [UV, "sync", "--quiet", *([] if lazy else ["--compile-bytecode"])]
+    # the cache is warm (the setup install filled it): --offline measures the install itself,
+    # not a round trip to the package index that any install on any network may or may not pay
+    bytecode = [] if lazy else ["--compile-bytecode"]
+    install_command: Command = [UV, "sync", "--quiet", "--offline", *bytecode]
     answer = f"--data=project_name={DEFAULT_ANSWERS['project_name']}"
     render_command: list[str | Path] = [
         copier,
@@ -308,7 +312,8 @@ def proof_figure(
         + ", ".join(f"{stage} {ms(statistics.median(walls))}" for stage, walls in stages.items())
     )
     figure = compare(f"rendered-to-proof ({label})", totals, baseline, target=12.0)
-    figure.informational = lazy
+    # `uv sync` as the README runs it (no bytecode up front) is the figure that counts
+    figure.informational = not lazy
     return figure
 
 
