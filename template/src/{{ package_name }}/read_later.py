@@ -2,6 +2,7 @@
 
 import argparse
 import gc
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from typing import TextIO
@@ -44,6 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             read_names(sessions, sys.stdout)
     except DatabaseSetupError as exc:
         parser.exit(1, f"read-later: error: {exc}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "read-later: interrupted\n")
+    except BrokenPipeError:
+        # whoever read the output stopped early (`read-later | head`); say nothing more to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 0
 
 

@@ -66,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(1, f"write-once: error: {exc}\n")
     except InvalidName as exc:
         parser.exit(1, f"write-once: error: {exc}; nothing was written\n")
+    except KeyboardInterrupt:  # the transaction has rolled back by now
+        parser.exit(130, "write-once: interrupted; nothing was written\n")
     if count == 0:
         parser.exit(1, "write-once: error: no names on standard input; nothing was written\n")
     print("Wrote marker" if count == 1 else f"Wrote {count} markers")
