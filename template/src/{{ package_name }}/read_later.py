@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .config import database_url
 from .db import open_database
 from .errors import DatabaseSetupError, explained
-from .models import Marker
+from .models.marker import Marker
 
 # rows fetched per round trip; memory stays flat however many markers there are
 CHUNK_SIZE = 10_000

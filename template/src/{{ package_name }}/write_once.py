@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .config import database_url
 from .db import open_database
 from .errors import DatabaseSetupError, explained
-from .models import InvalidName, Marker, check_names
+from .models.marker import InvalidName, Marker, check_names
 
 DEFAULT_NAME = "persistent-check"
 BATCH_SIZE = 10_000

@@ -1,6 +1,10 @@
-"""The models: import each one here so Alembic's autogenerate sees its table."""
+"""The models: import each one here so Alembic's autogenerate sees its table.
+
+This file is yours: `copier update` never changes it. The template's own code imports from
+the model modules themselves (`.models.marker`), never from here.
+"""
 
 from .base import Base
-from .marker import NAME_MAX_LENGTH, InvalidName, Marker, check_name, check_names
+from .marker import Marker
 
-__all__ = ["NAME_MAX_LENGTH", "Base", "InvalidName", "Marker", "check_name", "check_names"]
+__all__ = ["Base", "Marker"]
