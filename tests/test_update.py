@@ -85,7 +85,9 @@ def commit(repo: Path, message: str) -> None:
 
 def release(repo: Path, tag: str) -> Path:
     """Commit everything in the template repository and tag it, as a maintainer releases."""
-    commit(repo, f"Release {tag}")
+    git(repo, "add", "--all")
+    # from a clean checkout the working tree may be HEAD already: the release is then empty
+    git(repo, "commit", "--quiet", "--allow-empty", "--message", f"Release {tag}")
     git(repo, "tag", tag)
     return repo
 
