@@ -33,44 +33,9 @@ from tests.conftest import DEFAULT_ANSWERS, UV, install, project_env, render  # 
 
 Command = Sequence[str | Path]
 
-# the two scripts of the lesson "Build Your Database Skill", verbatim
-LESSON_WRITE = """\
-from sqlalchemy import create_engine, Column, Integer, String
-from sqlalchemy.orm import declarative_base, Session
-
-engine = create_engine("sqlite:///quick_persist.db")
-Base = declarative_base()
-
-class Marker(Base):
-    __tablename__ = "markers"
-    id = Column(Integer, primary_key=True)
-    name = Column(String(100), nullable=False)
-
-Base.metadata.create_all(engine)
-
-with Session(engine) as session:
-    session.add(Marker(name="persistent-check"))
-    session.commit()
-
-print("Wrote marker")
-"""
-
-LESSON_READ = """\
-from sqlalchemy import create_engine, select, Column, Integer, String
-from sqlalchemy.orm import declarative_base, Session
-
-engine = create_engine("sqlite:///quick_persist.db")
-Base = declarative_base()
-
-class Marker(Base):
-    __tablename__ = "markers"
-    id = Column(Integer, primary_key=True)
-    name = Column(String(100), nullable=False)
-
-with Session(engine) as session:
-    rows = session.execute(select(Marker)).scalars().all()
-    print([r.name for r in rows])
-"""
+# the two scripts of the lesson "Build Your Database Skill", verbatim (the tests run them too)
+LESSON_WRITE = (ROOT / "tests" / "lesson" / "write_once.py").read_text()
+LESSON_READ = (ROOT / "tests" / "lesson" / "read_later.py").read_text()
 
 # the floor for large reads and writes: the standard library's sqlite3 and nothing else
 RAW_READ = """\
