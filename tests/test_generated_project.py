@@ -2,6 +2,7 @@
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,10 +97,11 @@ def test_no_template_leftovers_in_a_rendered_project(fresh_render: Path) -> None
         {"project_name": "Budget Tracker"},
         {"project_name": "Hello World-Wide Inventory", "python_version": "3.11"},
         {"project_name": "ACME Orders", "project_slug": "acme-orders-db", "package_name": "acme"},
+        {"project_name": "Workout Log"},
         {"project_name": "Notes", "skills_dir": "agent/skills", "author_name": "Ada Lovelace",
          "author_email": "ada@example.com"},
     ],
-    ids=["spaces", "hyphens-and-capitals", "own-slug-and-package", "other-skills-dir"],
+    ids=["spaces", "hyphens-and-capitals", "own-slug-and-package", "sorts-after-tests", "other-skills-dir"],
 )  # fmt: skip
 def test_every_answer_set_renders_a_working_clean_project(tmp_path: Path, answers: dict[str, str]) -> None:
     project = render(tmp_path / "project", **answers)
@@ -141,7 +143,7 @@ class TestSkill:
 
     def test_is_valid_by_the_agent_skills_spec(self, skill: Path) -> None:
         result = subprocess.run(
-            [ROOT / ".venv" / "bin" / "agentskills", "validate", skill],
+            [Path(sys.executable).parent / "agentskills", "validate", skill],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr
@@ -214,3 +216,21 @@ def test_the_project_installs_and_proves_with_plain_pip(tmp_path: Path) -> None:
     ok(run(pip, "install", "-q", "-e", ".", "--group", "dev", cwd=project))
     prove(project)
     assert ok(run(project / ".venv" / "bin" / "pytest", "-q", "tests/test_persistence.py", cwd=project))
+
+
+def test_the_project_tests_refuse_to_wipe_the_database_it_uses(
+    default_project: Path, tmp_path: Path
+) -> None:
+    database = tmp_path / "precious.db"
+    same = f"sqlite:///{database}"
+    bin_dir = default_project / ".venv" / "bin"
+    ok(run(bin_dir / "alembic", "upgrade", "head", cwd=default_project, env={"DATABASE_URL": same}))
+    ok(run(bin_dir / "write-once", "precious", cwd=default_project, env={"DATABASE_URL": same}))
+
+    env = {"DATABASE_URL": same, "TEST_DATABASE_URL": same}
+    result = run(bin_dir / "pytest", "-q", "-p", "no:cacheprovider", cwd=default_project, env=env)
+
+    assert result.returncode != 0
+    assert "TEST_DATABASE_URL names the same database as DATABASE_URL" in result.stderr
+    read = run(bin_dir / "read-later", cwd=default_project, env={"DATABASE_URL": same})
+    assert ok(read) == "['precious']\n"

@@ -39,9 +39,15 @@ def database_revisions(connection: Connection) -> set[str]:
     return set(connection.scalars(text("SELECT version_num FROM alembic_version")))
 
 
-def check_at_head(connection: Connection, versions: Path = VERSIONS_DIR) -> None:
+def check_at_head(connection: Connection, versions: Path | None = None) -> None:
     """Raise DatabaseSetupError unless the database is at the migrations' head."""
+    versions = versions or VERSIONS_DIR
     revisions, parents = revision_graph(versions)
+    if not revisions:
+        raise DatabaseSetupError(
+            f"no migration scripts in {versions}; the programs run from the project folder, "
+            "installed editable (uv sync, or pip install -e .)"
+        )
     heads = revisions - parents
     current = database_revisions(connection)
     if current == heads:

@@ -2,6 +2,7 @@
 
 import argparse
 import gc
+import io
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
@@ -57,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"names to store (default: {DEFAULT_NAME}); '-' reads one name per line from stdin",
     )
     args = parser.parse_args(argv)
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        # bytes that are not UTF-8 become lone surrogates, which check_names refuses by number
+        sys.stdin.reconfigure(errors="surrogateescape")
     try:
         url = database_url()
         sessions = open_database(url)
@@ -66,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(1, f"write-once: error: {exc}\n")
     except InvalidName as exc:
         parser.exit(1, f"write-once: error: {exc}; nothing was written\n")
-    except KeyboardInterrupt:  # the transaction has rolled back by now
+    except KeyboardInterrupt:  # raised inside the transaction, which rolled back
         parser.exit(130, "write-once: interrupted; nothing was written\n")
     if count == 0:
         parser.exit(1, "write-once: error: no names on standard input; nothing was written\n")

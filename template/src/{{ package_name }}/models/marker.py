@@ -32,6 +32,8 @@ def check_name(name: str) -> str:
     """Return name if the markers table will take it, else raise InvalidName saying why."""
     if not name:
         raise InvalidName("a marker name must not be empty")
+    if "\x00" in name or not _is_utf8_text(name):
+        raise InvalidName("a marker name must be UTF-8 text without NUL characters")
     if len(name) > NAME_MAX_LENGTH:
         raise InvalidName(
             f"a marker name must be at most {NAME_MAX_LENGTH} characters, not {len(name)}"
@@ -41,11 +43,27 @@ def check_name(name: str) -> str:
 
 def check_names(names: Sequence[str], first_number: int = 1) -> None:
     """Raise InvalidName, naming the first bad one by its number, unless every name is good."""
-    lengths = list(map(len, names))  # loops in C: a million names cost milliseconds
-    if not lengths or (min(lengths) >= 1 and max(lengths) <= NAME_MAX_LENGTH):
+    # loops in C over the whole batch: a million names cost milliseconds
+    lengths = list(map(len, names))
+    text = "\n".join(names)
+    if not lengths or (
+        min(lengths) >= 1
+        and max(lengths) <= NAME_MAX_LENGTH
+        and "\x00" not in text
+        and _is_utf8_text(text)
+    ):
         return
     for number, name in enumerate(names, start=first_number):
         try:
             check_name(name)
         except InvalidName as exc:
             raise InvalidName(f"name {number}: {exc}") from None
+
+
+def _is_utf8_text(text: str) -> bool:
+    # bytes that were not UTF-8 (a Latin-1 file on stdin) arrive as lone surrogates
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
