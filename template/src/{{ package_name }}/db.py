@@ -8,7 +8,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import database_url
-from .errors import DatabaseSetupError, explained
+from .errors import DatabaseSetupError, explained, missing_folder
 from .schema import check_at_head
 
 # seconds to wait for a connection (PostgreSQL) or for another writer's lock (SQLite)
@@ -53,10 +53,8 @@ def _refuse_missing_sqlite_file(url: URL) -> None:
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return
     path = Path(url.database)
-    if not path.parent.is_dir():
-        raise DatabaseSetupError(
-            f"cannot open SQLite database {path}: folder {path.parent} does not exist"
-        )
+    if message := missing_folder(path):
+        raise DatabaseSetupError(message)
     if not path.exists():
         raise DatabaseSetupError(
             f"no database at {path} yet; run `alembic upgrade head` to create it"

@@ -45,13 +45,20 @@ def explained(url: URL) -> Iterator[None]:
         raise DatabaseSetupError(f"database error: {_first_line(str(exc))}") from None
 
 
+def missing_folder(path: Path) -> str | None:
+    """What to say when a SQLite file's folder does not exist; None when it does."""
+    if path.parent.is_dir():
+        return None
+    return f"cannot open SQLite database {path}: folder {path.parent} does not exist"
+
+
 def _driver_message(url: URL, exc: DBAPIError) -> str:
     reason = _first_line(str(exc.orig))
     if url.get_backend_name() != "sqlite":
         return f"cannot use {describe(url)}: {reason}"
     path = Path(url.database or "")
-    if "unable to open database file" in reason and not path.parent.is_dir():
-        return f"cannot open SQLite database {path}: folder {path.parent} does not exist"
+    if "unable to open database file" in reason and (message := missing_folder(path)):
+        return message
     if "file is not a database" in reason:
         return f"{path} is not a SQLite database; check DATABASE_URL"
     return f"SQLite database {path}: {reason}"
