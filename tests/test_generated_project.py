@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT, install, ok, render, run
 
@@ -207,13 +208,20 @@ def test_env_files_and_databases_are_git_ignored(tmp_path: Path) -> None:
     assert run("git", "check-ignore", "-q", ".env.example", cwd=project).returncode == 1
 
 
+def pip_route() -> list[str]:
+    """The commands that copier's closing message gives for installing without uv."""
+    message = yaml.safe_load((ROOT / "copier.yml").read_text())["_message_after_copy"]
+    route = message.split("Without uv", 1)[1].split("then run the same commands", 1)[0]
+    return [line.strip() for line in route.splitlines() if line.startswith("    ")]
+
+
 def test_the_project_installs_and_proves_with_plain_pip(tmp_path: Path) -> None:
-    # the README's pip route: a venv, pip new enough for dependency groups, an editable install
+    # the route copier's message gives: a venv, pip new enough for dependency groups, an
+    # editable install, each line run as it is written
     project = render(tmp_path / "p")
-    ok(run("python3", "-m", "venv", ".venv", cwd=project))
-    pip = project / ".venv" / "bin" / "pip"
-    ok(run(pip, "install", "-q", "--upgrade", "pip>=25.1", cwd=project))
-    ok(run(pip, "install", "-q", "-e", ".", "--group", "dev", cwd=project))
+    commands = pip_route()
+    assert len(commands) == 2 and "--group dev" in commands[1]
+    ok(run("bash", "-euc", " && ".join(commands), cwd=project))
     prove(project)
     assert ok(run(project / ".venv" / "bin" / "pytest", "-q", "tests/test_persistence.py", cwd=project))
 
@@ -230,7 +238,35 @@ def test_the_project_tests_refuse_to_wipe_the_database_it_uses(
     env = {"DATABASE_URL": same, "TEST_DATABASE_URL": same}
     result = run(bin_dir / "pytest", "-q", "-p", "no:cacheprovider", cwd=default_project, env=env)
 
-    assert result.returncode != 0
-    assert "TEST_DATABASE_URL names the same database as DATABASE_URL" in result.stderr
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR
+    assert (
+        "TEST_DATABASE_URL's database already holds tables (alembic_version, markers)"
+        in result.stderr
+    )
     read = run(bin_dir / "read-later", cwd=default_project, env={"DATABASE_URL": same})
     assert ok(read) == "['precious']\n"
+
+
+def test_a_database_the_lessons_scripts_made_is_adopted_with_its_rows(
+    default_project: Path, tmp_path: Path
+) -> None:
+    # the lesson first, the project later: its table is there, Alembic's history is not
+    scripts, database = tmp_path / "lesson", tmp_path / "lesson.db"
+    scripts.mkdir()
+    source = (LESSON / "write_once.py").read_text()
+    (scripts / "write_once.py").write_text(source.replace("quick_persist.db", str(database)))
+    bin_dir = default_project / ".venv" / "bin"
+    assert ok(run(bin_dir / "python", scripts / "write_once.py", cwd=scripts)) == "Wrote marker\n"
+    env = {"DATABASE_URL": f"sqlite:///{database}"}
+
+    refused = run(bin_dir / "read-later", cwd=default_project, env=env)
+    assert refused.returncode == 1
+    assert "`alembic stamp 0001`, then `alembic check`" in refused.stderr
+    assert len(refused.stderr.splitlines()) == 1
+
+    # the adoption path the message and the skill's alembic-migrations.md give
+    for step in (["stamp", "0001"], ["check"], ["upgrade", "head"]):
+        ok(run(bin_dir / "alembic", *step, cwd=default_project, env=env))
+    assert ok(run(bin_dir / "write-once", "adopted", cwd=default_project, env=env)) == "Wrote marker\n"
+    expected = "['persistent-check', 'adopted']\n"
+    assert ok(run(bin_dir / "read-later", cwd=default_project, env=env)) == expected

@@ -251,8 +251,6 @@ def test_the_generated_tests_pass_on_postgresql_and_never_touch_database_url(
     ok(run_in(project, "alembic upgrade head", precious_env))
     ok(run(project / ".venv" / "bin" / "write-once", "sentinel", cwd=project, env=precious_env))
     postgres.psql("CREATE TABLE keep_me (note text); INSERT INTO keep_me VALUES ('mine')", precious)
-    # the suite empties TEST_DATABASE_URL's database first: this table shows it was used
-    postgres.psql("CREATE TABLE canary (note text)", scratch)
 
     def snapshot() -> str:
         rows = postgres.psql(
@@ -279,7 +277,83 @@ def test_the_generated_tests_pass_on_postgresql_and_never_touch_database_url(
     assert result.returncode == 0, result.stdout[-5000:]
     assert " passed" in result.stdout
     assert snapshot() == before == "sentinel|mine|0001|alembic_version,keep_me,markers"
-    assert "canary" not in tables(postgres, scratch)
+    # it found the database empty, and leaves it so
+    assert tables(postgres, scratch) == ""
+
+
+@pytest.fixture
+def forwarded_port(postgres: PostgresServer) -> Iterator[int]:
+    """Another loopback port onto the same server, as a pooler in front of it would be."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def pump(source: socket.socket, sink: socket.socket) -> None:
+        with source, sink:
+            while data := source.recv(65536):
+                sink.sendall(data)
+
+    def forward() -> None:
+        while not stop.is_set():
+            try:
+                client = listener.accept()[0]
+            except TimeoutError:
+                continue
+            server = socket.create_connection(("127.0.0.1", postgres.port))
+            for ends in ((client, server), (server, client)):
+                threading.Thread(target=pump, args=ends, daemon=True).start()
+
+    thread = threading.Thread(target=forward, daemon=True)
+    thread.start()
+    yield int(listener.getsockname()[1])
+    stop.set()
+    thread.join()
+    listener.close()
+
+
+def test_the_generated_tests_refuse_a_database_with_tables_however_its_url_is_written(
+    project: Path,
+    postgres: PostgresServer,
+    new_database: Callable[[str], str],
+    forwarded_port: int,
+) -> None:
+    precious = new_database("precious")
+    url = postgres.url(precious)
+    ok(run_in(project, "alembic upgrade head", {"DATABASE_URL": url}))
+    ok(run(project / ".venv" / "bin" / "write-once", "mine", cwd=project, env={"DATABASE_URL": url}))
+    postgres.psql("CREATE TABLE sentinel (note text); INSERT INTO sentinel VALUES ('keep')", precious)
+    contents = (
+        "SELECT (SELECT string_agg(name, ',') FROM markers), "
+        "(SELECT string_agg(note, ',') FROM sentinel), "
+        "(SELECT string_agg(version_num, ',') FROM alembic_version)"
+    )
+    before = postgres.psql(contents, precious)
+    port = f":{postgres.port}/"
+    # each the same database; only what it holds can tell the tests it is not theirs
+    written: dict[str, tuple[str, dict[str, str]]] = {
+        "ip": (url, {}),
+        "localhost": (url.replace("@127.0.0.1:", "@localhost:"), {}),
+        "default port": (url.replace(port, "/"), {"PGPORT": str(postgres.port)}),
+        "another port": (url.replace(port, f":{forwarded_port}/"), {}),
+        "socket": (f"{url.split('@')[0]}@/{precious}?host={postgres.base}&port={postgres.port}", {}),
+        "postgres scheme": (url.replace("postgresql://", "postgres://"), {}),
+    }
+
+    for form, (test_url, extra) in written.items():
+        result = run(
+            project / ".venv" / "bin" / "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_persistence.py",
+            cwd=project,
+            env={"TEST_DATABASE_URL": test_url, "DATABASE_URL": url, **extra},
+        )
+        shown = f"{form}: {result.stdout[-2000:]}{result.stderr}"
+        assert result.returncode == pytest.ExitCode.USAGE_ERROR, shown
+        assert "already holds tables (alembic_version, markers, sentinel)" in result.stderr, shown
+        assert_shows_no_password(result)
+        assert postgres.psql(contents, precious) == before == "mine|keep|0001", form
 
 
 def test_an_unreachable_port_fails_in_one_line_without_showing_the_password(

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -14,6 +14,8 @@ from .schema import check_at_head
 # seconds to wait for a connection (PostgreSQL) or for another writer's lock (SQLite)
 CONNECT_TIMEOUT = 5
 SQLITE_BUSY_TIMEOUT = 30
+# the execution option that makes a SQLite transaction begin with the write lock taken
+SQLITE_BEGIN = "sqlite_begin"
 
 
 def make_engine(url: URL) -> Engine:
@@ -21,6 +23,7 @@ def make_engine(url: URL) -> Engine:
     if url.get_backend_name() == "sqlite":
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
         event.listen(engine, "connect", _configure_sqlite)
+        event.listen(engine, "begin", _begin_sqlite)
         return engine
     return create_engine(
         url,
@@ -62,8 +65,18 @@ def _refuse_missing_sqlite_file(url: URL) -> None:
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # the sqlite3 module would begin transactions itself, late and never before DDL, which
+    # leaves a schema change half-applied when it fails; _begin_sqlite begins them instead
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     # WAL lets readers work while a writer commits; it persists in the file once set
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
+
+
+def _begin_sqlite(connection: Connection) -> None:
+    # every statement of a transaction inside it, DDL included, and SAVEPOINT works; a
+    # connection with execution option sqlite_begin="IMMEDIATE" takes the write lock up front
+    mode = connection.get_execution_options().get(SQLITE_BEGIN, "")
+    connection.exec_driver_sql(f"BEGIN {mode}".rstrip())

@@ -33,12 +33,11 @@ def explained(url: URL) -> Iterator[None]:
                 "PostgreSQL needs psycopg: install the postgres extra "
                 "(uv sync --extra postgres, or pip install -e '.[postgres]')"
             ) from None
-        if exc.name is not None and url.drivername.endswith(f"+{exc.name}"):
-            raise DatabaseSetupError(
-                f"DATABASE_URL asks for the {exc.name} driver, which is not installed; "
-                "use postgresql:// (psycopg 3, the postgres extra) or install it"
-            ) from None
-        raise
+        # mysql://, mssql://, postgresql+psycopg2://: a dialect SQLAlchemy knows, a driver absent
+        raise DatabaseSetupError(
+            f"DATABASE_URL asks for the {exc.name} driver ({url.drivername}), which is not "
+            "installed; use sqlite:/// or postgresql:// (psycopg 3, the postgres extra)"
+        ) from None
     except DBAPIError as exc:
         raise DatabaseSetupError(_driver_message(url, exc)) from None
     except SQLAlchemyError as exc:

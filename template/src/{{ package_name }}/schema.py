@@ -53,7 +53,7 @@ def check_at_head(connection: Connection, versions: Path | None = None) -> None:
     if current == heads:
         return
     if not current:
-        raise DatabaseSetupError("the database has no schema yet; run `alembic upgrade head`")
+        raise _no_revision(connection, versions)
     if unknown := current - revisions:
         raise DatabaseSetupError(
             f"the database is at revision {', '.join(sorted(unknown))}, which this project's "
@@ -63,6 +63,29 @@ def check_at_head(connection: Connection, versions: Path | None = None) -> None:
         f"the database is at revision {', '.join(sorted(current))}, older than "
         f"{', '.join(sorted(heads))}; run `alembic upgrade head`"
     )
+
+
+def _no_revision(connection: Connection, versions: Path) -> DatabaseSetupError:
+    tables = inspect(connection).get_table_names()
+    if not tables:
+        return DatabaseSetupError("the database has no schema yet; run `alembic upgrade head`")
+    # made without the migrations (the lesson's scripts call create_all): upgrading would try
+    # to create tables that are there, and stamping a revision whose tables differ hides it
+    first = ", ".join(sorted(_first_revisions(versions)))
+    return DatabaseSetupError(
+        f"the database has tables ({', '.join(sorted(tables))}) but no migration history; if they "
+        f"are what revision {first} creates, adopt them with `alembic stamp {first}`, then "
+        "`alembic check` and `alembic upgrade head` (see the skill's alembic-migrations.md)"
+    )
+
+
+def _first_revisions(versions: Path) -> set[str]:
+    return {
+        revision
+        for script in versions.glob("*.py")
+        if (assigned := _module_constants(script)).get("down_revision") is None
+        for revision in _ids(assigned.get("revision"))
+    }
 
 
 def _module_constants(script: Path) -> dict[str, object]:

@@ -7,6 +7,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base
 
+# to change it, autogenerate a revision (it alters the column) and add to it by hand the
+# replacement of the check constraint below, which autogenerate does not compare
 NAME_MAX_LENGTH = 100
 
 

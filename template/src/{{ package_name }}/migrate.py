@@ -1,0 +1,73 @@
+"""Migrations that finish whole or not at all, one process at a time.
+
+migrations/env.py runs every Alembic command through these. SQLite needs the most care: it
+changes a table by copying it, dropping the original and renaming the copy (Alembic's batch
+mode). With foreign keys enforced, dropping the original deletes the rows that refer to it
+(ON DELETE CASCADE) or fails halfway; so enforcement is off while migrating, and the rows are
+checked before the commit instead.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, text
+
+from .db import SQLITE_BEGIN
+from .errors import DatabaseSetupError
+
+# any number will do, as long as every process that migrates this database uses the same one
+POSTGRES_LOCK_KEY = 2_026_112_501
+
+
+@contextmanager
+def migrating(connection: Connection) -> Iterator[None]:
+    """Ready a connection for migrations before its transaction begins; restore it after.
+
+    On SQLite: foreign keys are not enforced (the pragma is ignored inside a transaction),
+    and the transaction begins with the write lock taken, so that concurrent upgrades queue.
+    A connection already in a transaction is used as it is.
+    """
+    if connection.dialect.name != "sqlite" or connection.in_transaction():
+        yield
+        return
+    # straight to the driver: through SQLAlchemy the pragma would begin a transaction
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    enforced = driver.execute("PRAGMA foreign_keys").fetchone()[0]
+    driver.execute("PRAGMA foreign_keys=OFF")
+    connection.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+    try:
+        yield
+    finally:
+        connection.execution_options(**{SQLITE_BEGIN: ""})
+        driver.execute(f"PRAGMA foreign_keys={'ON' if enforced else 'OFF'}")
+
+
+def wait_for_other_migrations(connection: Connection) -> None:
+    """Inside the migrations' transaction: hold the lock that other migrating processes wait on.
+
+    The transaction keeps it until it ends, so the next process finds the schema at head. On
+    SQLite the transaction took the write lock when it began (migrating()).
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": POSTGRES_LOCK_KEY})
+
+
+def check_foreign_keys(connection: Connection) -> None:
+    """Before the commit: raise DatabaseSetupError if any row refers to a row that is not there.
+
+    PostgreSQL enforces foreign keys during the migration itself; SQLite is told to check.
+    """
+    if connection.dialect.name != "sqlite":
+        return
+    broken: dict[tuple[str, str], int] = {}
+    for table, _rowid, parent, _key in connection.exec_driver_sql("PRAGMA foreign_key_check"):
+        broken[table, parent] = broken.get((table, parent), 0) + 1
+    if broken:
+        where = ", ".join(
+            f"{count} row(s) of {table} refer to missing rows of {parent}"
+            for (table, parent), count in sorted(broken.items())
+        )
+        raise DatabaseSetupError(
+            f"the migrations were rolled back, nothing changed: {where} (PRAGMA foreign_key_check)"
+        )
