@@ -247,7 +247,7 @@ def test_an_update_merges_a_release_with_the_users_work_and_loses_nothing(
     # the release: changes beside the user's in the same files, a new file, an env.py change
     insert_after_first(template / "template/README.md.jinja", "# ", "\nRelease two says hello.\n")
     insert_after_first(template / SKILL_TEMPLATE / "SKILL.md.jinja", "# ", "\nRelease two.\n")
-    insert_after_first(template / "template/.env.example.jinja", "#", "# Release two's setting.\n")
+    insert_after_first(template / "template/.env.example", "#", "# Release two's setting.\n")
     append(template / "template/migrations/env.py.jinja", "# release two\n")
     append(template / SKILL_TEMPLATE / "references" / "neon.md", "\nRelease two.\n")
     backups = SKILL_TEMPLATE / "references" / "backups.md"
