@@ -44,6 +44,33 @@ def test_optional_author_fields_reach_pyproject(tmp_path: Path) -> None:
     assert 'authors = [{ name = "Ada \\"A\\" Lovelace", email = "ada@example.com" }]' in pyproject
 
 
+def test_sqlite_is_the_default_database_and_needs_no_driver(tmp_path: Path) -> None:
+    project = render(tmp_path / "p")
+    assert answers_of(project)["database"] == "sqlite"
+    dependencies = (project / "pyproject.toml").read_text().split("[project.optional-dependencies]")[0]
+    assert "psycopg" not in dependencies
+
+
+def test_postgresql_makes_psycopg_a_dependency_and_the_readme_asks_for_database_url(
+    tmp_path: Path,
+) -> None:
+    project = render(tmp_path / "p", database="postgresql")
+    pyproject = (project / "pyproject.toml").read_text()
+    dependencies = pyproject.split("dependencies = [", 1)[1].split("]\n", 1)[0]
+    assert '"psycopg[binary]>=3.2,<4"' in dependencies
+    assert 'postgres = ["psycopg[binary]>=3.2,<4"]' in pyproject  # the extra stays
+    first_steps = (project / "README.md").read_text().split("## Where the data is")[0]
+    assert "cp .env.example .env" in first_steps and "DATABASE_URL" in first_steps
+    env_example = (project / ".env.example").read_text()
+    assert env_example.index("postgresql://") < env_example.index("neon.tech")
+
+
+def test_the_database_must_be_one_of_the_choices(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="Invalid choice for 'database'"):
+        render(tmp_path / "p", database="mysql")
+    assert not (tmp_path / "p").exists()
+
+
 BAD_ANSWERS = [
     # (question, answer, part of the message that names the rule)
     ("package_name", "class", "must not be a Python keyword"),
@@ -62,6 +89,7 @@ BAD_ANSWERS = [
     ("package_name", "migrations", 'must not shadow "migrations", a dependency or folder'),
     ("package_name", "pluggy", 'must not shadow "pluggy", a dependency'),
     ("package_name", "test", 'must not shadow "test", a dependency'),
+    ("package_name", "pre_commit", 'must not shadow "pre_commit", a dependency'),
     ("project_name", "", "project_name must not be empty"),
     ("project_name", "   ", "project_name must not be empty"),
     ("project_name", "2048 Game", "project_name must start with a letter"),

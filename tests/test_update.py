@@ -117,9 +117,15 @@ def generate(template: Path, dst: Path, tag: str) -> Path:
     return project
 
 
-def update(project: Path, tag: str, *, trust: bool = False) -> None:
-    """`copier update --defaults --vcs-ref tag` (plus `--trust` for a release with _migrations)."""
-    run_update(project, defaults=True, overwrite=True, vcs_ref=tag, unsafe=trust, quiet=True)
+def update(
+    project: Path, tag: str, *, trust: bool = False, data: dict[str, str] | None = None
+) -> None:
+    """`copier update --defaults --vcs-ref tag` (plus `--trust` for a release with _migrations,
+    `-d question=answer` for each of data)."""
+    run_update(
+        project, data=data or {}, defaults=True, overwrite=True, vcs_ref=tag, unsafe=trust,
+        quiet=True,
+    )  # fmt: skip
 
 
 def replace_once(path: Path, old: str, new: str) -> None:
@@ -416,3 +422,46 @@ def test_a_project_from_the_first_commit_updates_to_the_working_tree(tmp_path: P
     ok(run(scripts / "alembic", "check", cwd=project))
     assert ok(run(scripts / "read-later", cwd=project)) == "['from-the-first-commit']\n"
     ok(run(scripts / "pytest", "-q", "-p", "no:cacheprovider", cwd=project))
+
+
+# CHANGING AN ANSWER ----------------------------------------------------------------------
+
+
+def test_switching_to_postgresql_adds_the_driver_and_touches_nothing_of_the_users(
+    tmp_path: Path,
+) -> None:
+    template = template_repo(tmp_path / "template")
+    project = generate(template, tmp_path / "budget-tracker", "v1.0.0")
+    assert answers(project)["database"] == "sqlite"
+    scripts = install(project)
+    ok(run(scripts / "alembic", "upgrade", "head", cwd=project))
+    ok(run(scripts / "write-once", "on-sqlite", cwd=project))
+    append(project / "README.md", "\n## Budgets\n\nOne budget per category, in cents.\n")
+    (project / MODELS / "budget.py").write_text(BUDGET_MODEL)
+    commit(project, "Our notes, our model, uv.lock")
+    untouched = {
+        path: path.read_bytes()
+        for path in project_files(project)
+        if path.name not in ("README.md", "pyproject.toml", ".copier-answers.yml")
+    }
+
+    # the same release, one answer changed: `copier update --defaults -d database=postgresql`
+    update(project, "v1.0.0", data={"database": "postgresql"})
+
+    assert answers(project)["database"] == "postgresql"
+    assert answers(project)["_commit"] == "v1.0.0"
+    assert conflicts(project) == []
+    assert changed(project) == {".copier-answers.yml", "README.md", "pyproject.toml"}
+    assert {path: path.read_bytes() for path in untouched} == untouched  # app.db included
+    readme = (project / "README.md").read_text()
+    assert "set up for **PostgreSQL**" in readme and "## Budgets" in readme
+    pyproject = (project / "pyproject.toml").read_text()
+    dependencies = pyproject.split("dependencies = [", 1)[1].split("]\n", 1)[0]
+    assert '"psycopg[binary]>=3.2,<4"' in dependencies
+    assert 'postgres = ["psycopg[binary]>=3.2,<4"]' in pyproject  # the extra stays
+
+    # a plain `uv sync` installs the driver, and keeps it after `uv sync --extra postgres`
+    for extras in ((), ("postgres",), ()):
+        scripts = install(project, *extras)
+        ok(run(scripts / "python", "-c", "import psycopg", cwd=project))
+    assert ok(run(scripts / "read-later", cwd=project)) == "['on-sqlite']\n"

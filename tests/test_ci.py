@@ -1,0 +1,240 @@
+"""The generated project's CI workflow and pre-commit hooks, checked and run for real.
+
+The workflow is linted (actionlint) and audited (zizmor, offline); then each job's `run:` steps
+run in order with bash in a rendered, installed project, as a runner would run them: the
+SQLite job's as they are, the PostgreSQL job's against the test server, with the job's URLs
+mapped to a database there. The `uses:` steps are the runner's part: the checkout is the
+project folder, and uv is on PATH.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from tests.conftest import UV, git_commit_all, install, ok, render, run
+from tests.postgres import PostgresServer
+
+WORKFLOW = Path(".github/workflows/ci.yml")
+# actionlint and zizmor come with the template's dev group, beside this interpreter
+TOOLS = Path(sys.executable).parent
+PINNED = re.compile(r"^\s*(?:-\s+)?uses:\s+[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+(\.\d+)*$")
+
+
+def tool(name: str) -> Path:
+    path = TOOLS / name
+    assert path.is_file(), f"{name} is missing: `uv sync` installs the template's dev group"
+    return path
+
+
+def workflow(project: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((project / WORKFLOW).read_text())
+    return loaded
+
+
+def path_with_uv(project: Path) -> str:
+    """PATH with uv in front, as setup-uv leaves it; nothing else of the template's tools."""
+    tools = project.parent / f"{project.name}-tools"
+    tools.mkdir(exist_ok=True)
+    if not (tools / "uv").exists():
+        (tools / "uv").symlink_to(Path(UV).resolve())
+    return f"{tools}{os.pathsep}{os.environ['PATH']}"
+
+
+def run_steps(
+    project: Path, job: dict[str, Any], map_env: Callable[[str, str], str]
+) -> dict[str, str]:
+    """Run the job's `run:` steps in order, as GitHub's bash does; each step's name and output."""
+    outputs = {}
+    for step in job["steps"]:
+        if "run" not in step:
+            continue
+        variables = {**job.get("env", {}), **step.get("env", {})}
+        env = {"CI": "true", "PATH": path_with_uv(project)}
+        env |= {name: map_env(name, str(value)) for name, value in variables.items()}
+        bash = ("bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"])
+        result = run(*bash, cwd=project, env=env)
+        name = step.get("name", step["run"])
+        assert result.returncode == 0, (
+            f"step {name!r} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
+        outputs[name] = result.stdout
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def ci_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite project as its user pushes it: installed, uv.lock committed with the rest."""
+    project = render(tmp_path_factory.mktemp("ci") / "budget-tracker")
+    install(project)
+    git_commit_all(project, "Generated from the template, with uv.lock")
+    return project
+
+
+# THE WORKFLOW, READ ----------------------------------------------------------------------
+
+
+def test_every_project_gets_the_workflow_and_the_hooks(default_project: Path) -> None:
+    assert (default_project / WORKFLOW).is_file()
+    assert (default_project / ".pre-commit-config.yaml").is_file()
+
+
+def test_the_workflow_passes_actionlint(default_project: Path) -> None:
+    ok(run(tool("actionlint"), "-no-color", WORKFLOW, cwd=default_project))
+
+
+def test_the_workflow_passes_zizmor_offline(default_project: Path) -> None:
+    result = run(tool("zizmor"), "--offline", "--no-progress", WORKFLOW, cwd=default_project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No findings to report" in result.stdout
+
+
+def test_the_workflow_pins_every_action_to_a_commit_with_its_version(default_project: Path) -> None:
+    lines = (default_project / WORKFLOW).read_text().splitlines()
+    uses = [line for line in lines if re.match(r"^\s*(-\s+)?uses:", line)]
+    assert uses
+    assert [line for line in uses if not PINNED.match(line)] == []
+
+
+def test_the_workflow_may_only_read_and_checkout_keeps_no_credentials(
+    default_project: Path,
+) -> None:
+    loaded = workflow(default_project)
+    assert loaded["permissions"] == {"contents": "read"}
+    checkouts = []
+    for job in loaded["jobs"].values():
+        assert "permissions" not in job  # none widens the workflow's
+        checkouts += [s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout@")]
+    assert len(checkouts) == len(loaded["jobs"])
+    assert all(step["with"]["persist-credentials"] is False for step in checkouts)
+
+
+def test_each_job_installs_from_the_lock_and_runs_the_checks(default_project: Path) -> None:
+    jobs = workflow(default_project)["jobs"]
+    commands = {
+        name: "\n".join(step.get("run", "") for step in job["steps"]) for name, job in jobs.items()
+    }
+    assert set(commands) == {"sqlite", "postgresql"}
+    for text in commands.values():
+        assert "uv sync --locked" in text and "uv run pytest" in text
+        assert "uv run alembic upgrade head" in text and "uv run alembic check" in text
+    assert "--extra postgres" in commands["postgresql"]
+    for check in ("ruff check .", "ruff format --check .", "mypy --strict"):
+        assert f"uv run {check}" in commands["sqlite"]
+    tests = next(s for s in jobs["postgresql"]["steps"] if s.get("run") == "uv run pytest")
+    assert tests["env"]["TEST_DATABASE_URL"].startswith("postgresql://")
+    assert jobs["postgresql"]["services"]["postgres"]["image"].startswith("postgres:")
+
+
+# THE WORKFLOW, RUN -----------------------------------------------------------------------
+
+
+def test_the_sqlite_jobs_steps_pass_in_a_generated_project(ci_project: Path) -> None:
+    job = workflow(ci_project)["jobs"]["sqlite"]
+    outputs = run_steps(ci_project, job, lambda name, value: value)
+    assert len(outputs) == len([step for step in job["steps"] if "run" in step]) >= 7
+    tests = next(output for name, output in outputs.items() if name.startswith("Tests"))
+    assert re.search(r"\d+ passed", tests) and "skipped" not in tests
+    assert (ci_project / "ci.db").is_file()  # the migrations step's own database, git-ignored
+    assert ok(run("git", "status", "--porcelain", cwd=ci_project)) == ""
+
+
+def test_the_postgresql_jobs_steps_pass_against_a_real_server(
+    tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer
+) -> None:
+    project = render(tmp_path_factory.mktemp("ci-pg") / "budget-tracker", database="postgresql")
+    install(project)
+    git_commit_all(project, "Generated from the template, with uv.lock")
+    job = workflow(project)["jobs"]["postgresql"]
+    service = job["services"]["postgres"]
+    assert service["ports"] == ["5432:5432"]
+    test_server_url = postgres.create_database("ci_job")
+    mapped = []
+
+    def on_the_test_server(name: str, value: str) -> str:
+        if not value.startswith("postgresql://"):
+            return value
+        # the job's URLs name the service container: its user, its port, its database
+        url = urlsplit(value)
+        assert (url.username, url.hostname, url.port, url.path) == (
+            service["env"]["POSTGRES_USER"],
+            "localhost",
+            5432,
+            f"/{service['env']['POSTGRES_DB']}",
+        )
+        mapped.append(name)
+        return test_server_url
+
+    outputs = run_steps(project, job, on_the_test_server)
+    assert sorted(mapped) == ["DATABASE_URL", "TEST_DATABASE_URL"]
+    tests = next(output for name, output in outputs.items() if name.startswith("Tests"))
+    assert re.search(r"\d+ passed", tests) and "skipped" not in tests
+
+
+# PRE-COMMIT ------------------------------------------------------------------------------
+
+# each planted line, and the hook that must name it
+PLANTED = {
+    "passwords-in-urls": 'DATABASE_URL = "postgresql://app_user:Tr0ub4dor-3@db.example.com/app"\n',
+    "conflict-markers": "<<<<<<< before updating\n",
+    "private-keys": "-----BEGIN OPENSSH PRIVATE KEY-----\n",
+}
+# URLs the password hook lets through: placeholders, a masked URL, variables, no password
+ALLOWED_URLS = """\
+postgresql://app_user:change-me@localhost:5432/app_db
+postgresql://user:password@host/dbname
+postgresql+psycopg://user:***@host/db
+postgresql://app_user:${PGPASSWORD}@db.example.com/app
+postgresql://app_user:$PGPASSWORD@db.example.com/app
+postgresql://ci@localhost:5432/ci
+"""
+
+
+def pre_commit(project: Path, home: Path, *args: str) -> "subprocess.CompletedProcess[str]":
+    env = {"PRE_COMMIT_HOME": str(home), "PATH": path_with_uv(project)}
+    return run(project / ".venv" / "bin" / "pre-commit", *args, cwd=project, env=env)
+
+
+def test_pre_commit_passes_on_a_generated_project(ci_project: Path, tmp_path: Path) -> None:
+    result = pre_commit(ci_project, tmp_path, "run", "--all-files", "--show-diff-on-failure")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Failed" not in result.stdout
+    for hook in ("ruff check", "ruff format", "no passwords in URLs", "no private keys"):
+        assert hook in result.stdout
+
+
+def test_the_password_hook_lets_placeholders_through(ci_project: Path, tmp_path: Path) -> None:
+    notes = ci_project / "docs" / "urls.md"
+    notes.parent.mkdir()
+    notes.write_text(ALLOWED_URLS)
+    try:
+        result = pre_commit(ci_project, tmp_path, "run", "passwords-in-urls", "--files", notes)
+        assert result.returncode == 0, result.stdout + result.stderr
+    finally:
+        notes.unlink()
+        notes.parent.rmdir()
+
+
+@pytest.mark.parametrize("hook", sorted(PLANTED))
+def test_pre_commit_fails_on_a_planted_problem_and_names_it(
+    hook: str, ci_project: Path, tmp_path: Path
+) -> None:
+    planted = ci_project / "deploy.md"
+    planted.write_text(f"# Deploying\n\n{PLANTED[hook]}")
+    ok(run("git", "add", "deploy.md", cwd=ci_project))
+    try:
+        result = pre_commit(ci_project, tmp_path, "run", "--all-files")
+    finally:
+        ok(run("git", "rm", "--quiet", "--force", "deploy.md", cwd=ci_project))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"- hook id: {hook}" in result.stdout
+    assert "deploy.md" in result.stdout
+    # the one hook that found it failed; every other passed
+    assert result.stdout.count("Failed") == 1
