@@ -173,3 +173,20 @@ def test_the_schema_hash_is_stable_and_a_real_migration_changes_it(
     for backend, (first, second, after) in hashes.items():
         assert first == second != after, backend
     assert hashes["sqlite"][0] != hashes["postgresql"][0]
+
+
+@pytest.mark.parametrize("command", ["db-verify", "db-evidence"])
+def test_a_wrong_password_exits_2_in_one_line_without_showing_it(
+    command: str, project: Path, postgres: PostgresServer, tmp_path: Path
+) -> None:
+    # the wrong password holds the right one, so neither may show
+    url = postgres.create_database(f"verify_wrong_{next(_numbers)}")
+    env = {"DATABASE_URL": url.replace(quote(PASSWORD, safe=""), quote(f"not-{PASSWORD}", safe=""))}
+    args = ["--output", str(tmp_path / "bundle")] if command == "db-evidence" else []
+    result = program(project, command, *args, env=env)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr.startswith(f"{command}: error: ")
+    assert "password authentication failed" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert_shows_no_password(result.stderr)
+    assert not (tmp_path / "bundle").exists()
