@@ -78,6 +78,12 @@ def make_bundle(project: Path, output: Path, env: dict[str, str]) -> dict[str, o
     return bundle
 
 
+def test_evidence_bundles_are_git_ignored(tmp_path: Path) -> None:
+    project = render(tmp_path / "p")
+    ok(run("git", "init", "-q", cwd=project))
+    assert run("git", "check-ignore", "-q", "evidence/20261125T120000Z/evidence.json", cwd=project).returncode == 0
+
+
 def test_write_once_then_db_verify_passes_and_db_evidence_writes_a_valid_bundle(
     project: Path, database: Callable[[str], dict[str, str]], tmp_path: Path
 ) -> None:
