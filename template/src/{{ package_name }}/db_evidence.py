@@ -8,7 +8,7 @@ from pathlib import Path
 from alembic.util import CommandError
 
 from .config import database_url
-from .errors import DatabaseSetupError
+from .errors import DatabaseSetupError, explained
 from .evidence import collect, default_output, migrations_sql, run_tests, utc_now, write_bundle
 from .verify import connect
 
@@ -44,8 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         tests = run_tests() if args.run_tests else None
         url = database_url()
-        with connect(url) as database:
-            evidence, _result, schema = collect(database, now, tests)
+        # a database error past the checks (reading the schema) is told like the others
+        with connect(url) as database, explained(url):
+            evidence, schema = collect(database, now, tests)
         write_bundle(output, evidence, schema, migrations_sql())
     except DatabaseSetupError as exc:
         parser.exit(2, f"db-evidence: error: {exc}\n")

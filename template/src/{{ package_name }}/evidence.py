@@ -29,7 +29,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from .config import PROJECT_ROOT
 from .errors import describe
-from .verify import Database, Verification, verify
+from .verify import Database, verify
 
 SCHEMA_PATH = Path(__file__).with_name("evidence.schema.json")
 EVIDENCE_DIR = PROJECT_ROOT / "evidence"
@@ -43,8 +43,8 @@ def default_output(now: datetime) -> Path:
 
 def collect(
     database: Database, now: datetime, tests: dict[str, int] | None = None
-) -> tuple[dict[str, Any], Verification, str]:
-    """evidence.json's content, the verification behind it, and schema.sql's text."""
+) -> tuple[dict[str, Any], str]:
+    """evidence.json's content and schema.sql's text."""
     result = verify(database)
     snapshot = schema_snapshot(database.connection)
     verdict_holds = result.ok and (tests is None or _tests_passed(tests))
@@ -71,7 +71,7 @@ def collect(
         "tests": tests,
         "verdict": "pass" if verdict_holds else "fail",
     }
-    return evidence, result, schema_sql(database)
+    return evidence, schema_sql(database)
 
 
 def write_bundle(output: Path, evidence: dict[str, Any], schema: str, migrations: str) -> None:
@@ -170,10 +170,10 @@ def schema_hash(snapshot: dict[str, Any]) -> str:
 def schema_sql(database: Database) -> str:
     """The schema as it is: SQLite's own stored DDL; elsewhere, DDL from reflection."""
     if database.backend == "sqlite":
-        rows = database.raw.execute(
+        rows = database.connection.exec_driver_sql(
             "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY tbl_name, type DESC, name"
         )
-        return "".join(f"{sql};\n\n" for (sql,) in rows)
+        return "".join(f"{sql};\n\n" for sql in rows.scalars())
     metadata = MetaData()
     metadata.reflect(database.connection)
     dialect = database.connection.dialect
