@@ -29,7 +29,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from .config import PROJECT_ROOT
 from .errors import describe
-from .verify import Database, verify
+from .verify import MIGRATIONS_DIR, Database, verify
 
 SCHEMA_PATH = Path(__file__).with_name("evidence.schema.json")
 EVIDENCE_DIR = PROJECT_ROOT / "evidence"
@@ -189,8 +189,9 @@ def schema_sql(database: Database) -> str:
 def migrations_sql() -> str:
     """`alembic upgrade --sql base:head`: every migration as the SQL it runs, for review."""
     buffer = io.StringIO()
-    # no alembic.ini: its logging setup would print Alembic's progress lines on stderr
-    config = Config(toml_file=PROJECT_ROOT / "pyproject.toml", output_buffer=buffer)
+    # not alembic.ini: its logging setup would print Alembic's progress lines on stderr
+    config = Config(output_buffer=buffer)
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
     command.upgrade(config, "base:head", sql=True)
     return buffer.getvalue()
 
