@@ -185,9 +185,17 @@ def small_figures(project: Path, bin_dir: Path, lesson: Path, runs: int) -> list
             raise BenchmarkError(f"{command[-1]} printed {printed[:80]!r}, not {expected[:80]!r}")
     read = paired(lambda: timed(ours_read, project), lambda: timed(lesson_read, lesson), runs)
 
+    # db-verify does more than read-later (Alembic's context, the schema comparison, the
+    # database's integrity checks, every row twice), so its baseline is read-later itself
+    step(f"db-verify vs read-later on the proof database, {runs} runs each")
+    ours_verify: Command = [bin_dir / "db-verify"]
+    check(ours_verify, cwd=project)  # warm-up; every check must hold, or the benchmark stops
+    verify = paired(lambda: timed(ours_verify, project), lambda: timed(ours_read, project), runs)
+
     return [
         compare("write-once (1 row)", *write, target=1.10),
         compare(f"read-later ({runs + 1} rows)", *read, target=1.10),
+        compare(f"db-verify ({runs + 1} rows) vs read-later", *verify, target=2.0),
     ]
 
 
@@ -285,7 +293,7 @@ def proof_figure(
 def big_figures(
     tmp: Path, project: Path, bin_dir: Path, rows: int, runs: int, notes: list[str]
 ) -> list[Figure]:
-    """Figures 3 and 4: a million rows out through read-later and in through write-once -."""
+    """Figures 3 to 5: a million rows out through read-later and db-verify, in through write-once -."""
     python = bin_dir / "python"
     (tmp / "raw_read.py").write_text(RAW_READ)
     (tmp / "raw_write.py").write_text(RAW_WRITE)
@@ -325,6 +333,17 @@ def big_figures(
     floor = peak_rss([python, "-I", "-S", "-c", "pass"], tmp, None, tmp)
     notes.append(f"peak RSS of a bare `python -I -S -c pass`, for scale: {mib(floor)}")
 
+    step(f"db-verify vs read-later on {rows:,} rows, wall and peak memory, {runs} runs each")
+
+    def ours_verify() -> Timing:
+        return timed([bin_dir / "db-verify"], project, database(big))
+
+    verify = paired(ours_verify, ours_read, runs)
+    verify_rss, verify_small_rss = [], []
+    for _ in range(runs):
+        verify_rss.append(peak_rss([bin_dir / "db-verify"], project, database(big), tmp))
+        verify_small_rss.append(peak_rss([bin_dir / "db-verify"], project, database(small), tmp))
+
     step(f"write-once - with {rows:,} names vs raw sqlite3 executemany, {runs} runs each")
     ours_db, raw_db = tmp / "ours-write.db", tmp / "raw-write.db"
 
@@ -351,6 +370,14 @@ def big_figures(
             mib(ours_rss),
             f"{mib(small_median)} (10 rows)",
             ours_rss / small_median,
+            target=1.3,
+        ),
+        compare(f"db-verify {short(rows)} rows vs read-later, wall", *verify, target=3.0),
+        Figure(
+            f"db-verify {short(rows)} rows, peak RSS",
+            mib(statistics.median(verify_rss)),
+            f"{mib(statistics.median(verify_small_rss))} (10 rows)",
+            statistics.median(verify_rss) / statistics.median(verify_small_rss),
             target=1.3,
         ),
         Figure(

@@ -1,0 +1,60 @@
+"""db-evidence: write the release evidence bundle for this database, and print its folder."""
+
+import argparse
+import gc
+from collections.abc import Sequence
+from pathlib import Path
+
+from alembic.util import CommandError
+
+from .config import database_url
+from .errors import DatabaseSetupError, explained
+from .evidence import collect, default_output, migrations_sql, run_tests, utc_now, write_bundle
+from .verify import connect
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # a one-shot process: what the imports built lives until exit (see read_later.py)
+    gc.freeze()
+    parser = argparse.ArgumentParser(
+        prog="db-evidence",
+        description=(
+            "Verify the database (as db-verify does) and write the release evidence bundle: "
+            "evidence.json, evidence.md, schema.sql and migrations.sql. Prints the bundle's "
+            "folder. Exit 0: verdict pass; 1: verdict fail (the bundle is still written); "
+            "2: it could not run."
+        ),
+    )
+    parser.add_argument(
+        "--output",
+        metavar="DIR",
+        type=Path,
+        help="the bundle's folder, new or empty (default: evidence/<UTC time>/, git-ignored)",
+    )
+    parser.add_argument(
+        "--run-tests",
+        action="store_true",
+        help="run the project's pytest first and record its counts (its output goes to stderr)",
+    )
+    args = parser.parse_args(argv)
+    now = utc_now()
+    output: Path = args.output or default_output(now)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        parser.exit(2, f"db-evidence: error: {output} already exists and is not an empty folder\n")
+    try:
+        tests = run_tests() if args.run_tests else None
+        url = database_url()
+        # a database error past the checks (reading the schema) is told like the others
+        with connect(url) as database, explained(url):
+            evidence, schema = collect(database, now, tests)
+        write_bundle(output, evidence, schema, migrations_sql())
+    except DatabaseSetupError as exc:
+        parser.exit(2, f"db-evidence: error: {exc}\n")
+    except CommandError as exc:  # from rendering migrations.sql
+        parser.exit(2, f"db-evidence: error: alembic: {exc}\n")
+    except OSError as exc:
+        parser.exit(2, f"db-evidence: error: cannot write {output}: {exc.strerror}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "db-evidence: interrupted\n")
+    print(output)
+    return 0 if evidence["verdict"] == "pass" else 1

@@ -1,0 +1,313 @@
+"""The release evidence bundle: what was verified, on which database, from which commit.
+
+A bundle is a folder of four files: evidence.json (machine-readable, following
+evidence.schema.json beside this module), evidence.md (the same for people), schema.sql
+(the database's schema as it is) and migrations.sql (`alembic upgrade --sql` from base to
+head, for review). Nothing in it holds a password: URLs are written masked.
+"""
+
+import hashlib
+import io
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ElementTree
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import alembic
+import sqlalchemy
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, MetaData, inspect
+from sqlalchemy.exc import CompileError
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from .config import PROJECT_ROOT
+from .errors import describe
+from .verify import MIGRATIONS_DIR, Database, verify
+
+SCHEMA_PATH = Path(__file__).with_name("evidence.schema.json")
+EVIDENCE_DIR = PROJECT_ROOT / "evidence"
+FORMAT_VERSION = 1
+
+
+def default_output(now: datetime) -> Path:
+    """evidence/<UTC timestamp>/ in the project folder (git-ignored)."""
+    return EVIDENCE_DIR / now.strftime("%Y%m%dT%H%M%SZ")
+
+
+def collect(
+    database: Database, now: datetime, tests: dict[str, int] | None = None
+) -> tuple[dict[str, Any], str]:
+    """evidence.json's content and schema.sql's text."""
+    result = verify(database)
+    snapshot = schema_snapshot(database.connection)
+    verdict_holds = result.ok and (tests is None or _tests_passed(tests))
+    evidence = {
+        "format": FORMAT_VERSION,
+        "project": _project(),
+        "git": _git(),
+        "created_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "versions": {
+            "python": platform.python_version(),
+            "sqlalchemy": sqlalchemy.__version__,
+            "alembic": alembic.__version__,
+            "driver": result.driver,
+            "server": result.server_version,
+        },
+        "database": {"backend": result.backend, "url": describe(database.url)},
+        "alembic": {"current": result.current, "heads": result.heads},
+        "schema_hash": schema_hash(snapshot),
+        "row_counts": {name: table.rows for name, table in sorted(result.tables.items())},
+        "checksums": {name: table.checksum for name, table in sorted(result.tables.items())},
+        "checks": [
+            {"name": check.name, "ok": check.ok, "detail": check.detail} for check in result.checks
+        ],
+        "tests": tests,
+        "verdict": "pass" if verdict_holds else "fail",
+    }
+    return evidence, schema_sql(database)
+
+
+def write_bundle(output: Path, evidence: dict[str, Any], schema: str, migrations: str) -> None:
+    """The bundle's four files in output, which must be new or empty."""
+    output.mkdir(parents=True, exist_ok=True)
+    files = {
+        "evidence.json": json.dumps(evidence, indent=2, ensure_ascii=False) + "\n",
+        "evidence.md": as_markdown(evidence),
+        "schema.sql": schema,
+        "migrations.sql": migrations,
+    }
+    for name, text in files.items():
+        (output / name).write_text(text, encoding="utf-8")
+
+
+def schema_snapshot(connection: Connection) -> dict[str, Any]:
+    """The schema as the database reports it, normalised: sorted, nothing volatile."""
+    inspector = inspect(connection)
+    dialect = connection.dialect
+
+    def type_name(column: Any) -> str:
+        try:
+            return str(column["type"].compile(dialect=dialect))
+        except CompileError:  # a type SQLAlchemy reflected but cannot write back
+            return repr(column["type"])
+
+    def sql(text: object) -> str | None:
+        return " ".join(str(text).split()) if text is not None else None
+
+    tables = {}
+    for table in sorted(inspector.get_table_names()):
+        primary_key = inspector.get_pk_constraint(table)
+        tables[table] = {
+            # column order is part of the schema: CREATE TABLE writes it
+            "columns": [
+                {
+                    "name": column["name"],
+                    "type": type_name(column),
+                    "nullable": column["nullable"],
+                    "default": sql(column.get("default")),
+                }
+                for column in inspector.get_columns(table)
+            ],
+            "primary_key": {
+                "name": primary_key.get("name"),
+                "columns": primary_key.get("constrained_columns", []),
+            },
+            "foreign_keys": sorted(
+                (
+                    {
+                        "name": fk.get("name"),
+                        "columns": fk["constrained_columns"],
+                        "references": fk["referred_table"],
+                        "referenced_columns": fk["referred_columns"],
+                        "on_delete": (fk.get("options") or {}).get("ondelete"),
+                    }
+                    for fk in inspector.get_foreign_keys(table)
+                ),
+                key=json.dumps,
+            ),
+            "unique": sorted(
+                (
+                    {"name": unique.get("name"), "columns": unique["column_names"]}
+                    for unique in inspector.get_unique_constraints(table)
+                ),
+                key=json.dumps,
+            ),
+            "indexes": sorted(
+                (
+                    {
+                        "name": index.get("name"),
+                        "columns": index["column_names"],
+                        "unique": bool(index["unique"]),
+                    }
+                    for index in inspector.get_indexes(table)
+                ),
+                key=json.dumps,
+            ),
+            "checks": sorted(
+                (
+                    {"name": check.get("name"), "sql": sql(check["sqltext"])}
+                    for check in inspector.get_check_constraints(table)
+                ),
+                key=json.dumps,
+            ),
+        }
+    return {"dialect": dialect.name, "tables": tables}
+
+
+def schema_hash(snapshot: dict[str, Any]) -> str:
+    """A hash of the normalised schema: the same schema, the same hash, on every run."""
+    canonical = json.dumps(snapshot, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def schema_sql(database: Database) -> str:
+    """The schema as it is: SQLite's own stored DDL; elsewhere, DDL from reflection."""
+    if database.backend == "sqlite":
+        rows = database.connection.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY tbl_name, type DESC, name"
+        )
+        return "".join(f"{sql};\n\n" for sql in rows.scalars())
+    metadata = MetaData()
+    metadata.reflect(database.connection)
+    dialect = database.connection.dialect
+    statements = []
+    for table in metadata.sorted_tables:
+        statements.append(CreateTable(table).compile(dialect=dialect))
+        indexes = sorted(table.indexes, key=lambda index: index.name or "")
+        statements.extend(CreateIndex(index).compile(dialect=dialect) for index in indexes)
+    header = f"-- reflected from the database by SQLAlchemy {sqlalchemy.__version__}\n\n"
+    return header + "".join(f"{str(statement).strip()};\n\n" for statement in statements)
+
+
+def migrations_sql() -> str:
+    """`alembic upgrade --sql base:head`: every migration as the SQL it runs, for review."""
+    buffer = io.StringIO()
+    # not alembic.ini: its logging setup would print Alembic's progress lines on stderr
+    config = Config(output_buffer=buffer)
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    command.upgrade(config, "base:head", sql=True)
+    return buffer.getvalue()
+
+
+def run_tests(arguments: list[str] | None = None, cwd: Path = PROJECT_ROOT) -> dict[str, int]:
+    """Run the project's pytest in a new process; its counts, read from its JUnit XML."""
+    with tempfile.TemporaryDirectory() as folder:
+        # the XML stays out of the bundle: a failure's message could quote anything
+        junit = Path(folder) / "junit.xml"
+        completed = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+             f"--junitxml={junit}", *(arguments or [])],
+            cwd=cwd, stdout=sys.stderr, check=False,
+        )  # fmt: skip
+        counts = tests_summary(junit) if junit.exists() else _no_counts()
+    counts["exit_code"] = completed.returncode
+    return counts
+
+
+def tests_summary(junit: Path) -> dict[str, int]:
+    """Counts of a JUnit XML report: every test suite in it, added up."""
+    root = ElementTree.parse(junit).getroot()
+    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+    counts = _no_counts()
+    for suite in suites:
+        for key, attribute in (
+            ("total", "tests"),
+            ("failed", "failures"),
+            ("errors", "errors"),
+            ("skipped", "skipped"),
+        ):
+            counts[key] += int(suite.get(attribute, "0"))
+    counts["passed"] = counts["total"] - counts["failed"] - counts["errors"] - counts["skipped"]
+    return counts
+
+
+def as_markdown(evidence: dict[str, Any]) -> str:
+    """evidence.json for people: the verdict first, then what it rests on."""
+    project, git, versions = evidence["project"], evidence["git"], evidence["versions"]
+    commit = git["commit"] or "not a git repository"
+    if git["dirty"]:
+        commit += " (uncommitted changes)"
+    lines = [
+        f"# Release evidence: {project['name']} {project['version']}",
+        "",
+        f"Verdict: **{evidence['verdict']}**",
+        "",
+        f"- Time (UTC): {evidence['created_at']}",
+        f"- Commit: {commit}",
+        f"- Database: {evidence['database']['url']} ({versions['server']}, {versions['driver']})",
+        f"- Python {versions['python']}, SQLAlchemy {versions['sqlalchemy']}, "
+        f"Alembic {versions['alembic']}",
+        f"- Alembic: at {', '.join(evidence['alembic']['current']) or 'no revision'}, "
+        f"head {', '.join(evidence['alembic']['heads'])}",
+        f"- Schema hash: `{evidence['schema_hash']}` (schema.sql; migrations.sql for review)",
+        "",
+        "| table | rows | checksum |",
+        "| --- | --- | --- |",
+        *(
+            f"| {table} | {rows} | `{evidence['checksums'][table]}` |"
+            for table, rows in evidence["row_counts"].items()
+        ),
+        "",
+        "## Checks (db-verify)",
+        "",
+        *(
+            f"- {'ok' if check['ok'] else '**FAIL**'} {check['name']}: {check['detail']}"
+            for check in evidence["checks"]
+        ),
+        "",
+        "## Tests",
+        "",
+    ]
+    tests = evidence["tests"]
+    if tests is None:
+        lines.append("Not run (`db-evidence --run-tests` runs them).")
+    else:
+        lines.append(
+            f"{tests['passed']} passed, {tests['failed']} failed, {tests['errors']} errors, "
+            f"{tests['skipped']} skipped of {tests['total']} "
+            f"(pytest exit code {tests['exit_code']})"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _tests_passed(tests: dict[str, int]) -> bool:
+    return tests["exit_code"] == 0 and tests["total"] > 0 and not tests["failed"] + tests["errors"]
+
+
+def _no_counts() -> dict[str, int]:
+    return {"total": 0, "passed": 0, "failed": 0, "errors": 0, "skipped": 0}
+
+
+def _project() -> dict[str, str]:
+    # the distribution that installed this package: its name and version as pyproject says
+    package = __name__.split(".")[0]
+    distribution = metadata.distribution(package)  # names match once normalised
+    return {"name": distribution.metadata["Name"], "version": distribution.version}
+
+
+def _git() -> dict[str, Any]:
+    def git(*args: str) -> str | None:
+        try:
+            completed = subprocess.run(
+                ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False
+            )
+        except OSError:  # no git on this machine
+            return None
+        return completed.stdout if completed.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    # evidence/ is git-ignored, so writing a bundle never makes the tree dirty
+    return {"commit": commit.strip(), "dirty": bool(git("status", "--porcelain"))}
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)

@@ -1,0 +1,540 @@
+"""Independent verification: the facts the programs rely on, established through other paths.
+
+write-once and read-later trust the project's engine, its models and a fast head check that
+reads revision ids without Alembic. Re-reading through that same code proves little, so each
+check here takes a different road to the same fact:
+
+- revision: Alembic's own migration context and script directory;
+- schema: Alembic's comparison of the database with the models (what `alembic check` runs);
+- integrity: the database's own checks, on a raw driver connection;
+- data: every mapped table read twice, through the ORM and with plain SQL on a new raw
+  DB-API connection (sqlite3 read-only, or psycopg), the two row counts and checksums equal.
+"""
+
+import importlib
+import json
+import sqlite3
+import zlib
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from decimal import Decimal
+from enum import Enum
+from functools import partial
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+from uuid import UUID
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Column, Connection, Engine, Table, select
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import Mapper, Session
+
+from .config import PROJECT_ROOT
+from .db import CONNECT_TIMEOUT, make_engine
+from .errors import DatabaseSetupError, describe, explained, missing_folder
+from .models.base import Base  # models/__init__.py, run first, imports every model
+
+MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+# rows fetched per round trip on both paths; memory stays flat however big a table is
+CHUNK_SIZE = 10_000
+CHECKSUM_MODULUS = 2**64
+
+
+class BundleError(Exception):
+    """An evidence bundle given to --expect that cannot be read; str() is one line."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verified fact: its name, whether it holds, and why, in one line."""
+
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'ok' if self.ok else 'FAIL':<4} {self.name}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class TableData:
+    """A table's rows as the raw SQL path read them."""
+
+    rows: int
+    checksum: str
+
+
+@dataclass
+class Verification:
+    backend: str
+    driver: str
+    server_version: str
+    current: list[str] = field(default_factory=list)
+    heads: list[str] = field(default_factory=list)
+    tables: dict[str, TableData] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+
+@dataclass
+class Database:
+    """Two independent ways into one database: the project's engine and a raw connection."""
+
+    url: URL
+    engine: Engine
+    connection: Connection
+    raw: Any  # a DB-API connection: sqlite3's or psycopg's
+    driver_errors: tuple[type[Exception], ...]
+
+    @property
+    def backend(self) -> str:
+        return self.url.get_backend_name()
+
+    def rollback(self) -> None:
+        # a failed statement aborts a PostgreSQL transaction; the next check starts clean
+        self.connection.rollback()
+        self.raw.rollback()
+
+    def data_version(self) -> int | None:
+        """SQLite's count of commits by other connections; None on PostgreSQL (snapshots)."""
+        if self.backend != "sqlite":
+            return None
+        (version,) = self.raw.execute("PRAGMA data_version").fetchone()
+        return int(version)
+
+    def share_snapshot(self) -> None:
+        """Start new transactions on both paths that see the same committed rows.
+
+        On PostgreSQL the raw connection imports the snapshot the engine's connection
+        exports, so a writer committing in between cannot make the two paths disagree.
+        SQLite has no such thing; _check_data watches its data_version instead.
+        """
+        self.rollback()
+        if self.backend == "sqlite":
+            return
+        snapshot = self.connection.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
+        sql = importlib.import_module("psycopg.sql")  # utility statements take no parameters
+        with self.raw.cursor() as cursor:
+            cursor.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+
+
+@contextmanager
+def connect(url: URL) -> Iterator[Database]:
+    """Open both paths, read-only where the backend allows; DatabaseSetupError if either fails."""
+    with explained(url):
+        if url.get_backend_name() == "sqlite":
+            path = _existing_sqlite_file(url)
+            raw = _raw_sqlite(path)
+            errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+            engine = make_engine(_read_only_sqlite_url(url, path))
+        else:
+            engine = make_engine(url)
+            raw, errors = _raw_postgresql(url)
+        try:
+            connection = engine.connect()
+            if url.get_backend_name() != "sqlite":
+                # one snapshot per transaction, which share_snapshot() hands to the raw path
+                connection = connection.execution_options(
+                    isolation_level="REPEATABLE READ", postgresql_readonly=True
+                )
+        except BaseException:
+            raw.close()
+            engine.dispose()
+            raise
+    try:
+        yield Database(url, engine, connection, raw, (SQLAlchemyError, *errors))
+    finally:
+        connection.close()
+        raw.close()
+        engine.dispose()
+
+
+def verify(
+    database: Database,
+    expected: Mapping[str, Any] | None = None,
+    allow_shrink: Collection[str] = (),
+    migrations: Path | None = None,
+) -> Verification:
+    """Run every check on database, and compare it with an earlier evidence bundle if given."""
+    script = ScriptDirectory(str(migrations or MIGRATIONS_DIR))
+    result = Verification(database.backend, *_versions(database))
+    result.heads = sorted(script.get_heads())
+    checks: list[tuple[str, Callable[[], tuple[bool, str]]]] = [
+        ("revision", partial(_check_revision, database, script, result)),
+        ("schema", partial(_check_schema, database)),
+        ("integrity", partial(_check_integrity, database)),
+    ]
+    for mapper in sorted(Base.registry.mappers, key=lambda mapper: str(mapper.local_table)):
+        name = f"data {mapper.local_table.description}"
+        checks.append((name, partial(_check_data, database, mapper, result.tables)))
+    if expected is not None:
+        since = f"since the bundle of {expected.get('created_at', 'an unknown time')}"
+        rows_kept = partial(_check_rows_kept, expected, result.tables, allow_shrink, since)
+        checks.append(("expect rows", rows_kept))
+        forward = partial(_check_forward, expected, script, result.current, since)
+        checks.append(("expect revision", forward))
+    for name, check in checks:
+        try:
+            ok, detail = check()
+        except database.driver_errors as exc:
+            database.rollback()
+            ok, detail = False, f"could not check: {first_line(exc)}"
+        result.checks.append(Check(name, ok, detail))
+    return result
+
+
+def load_bundle(path: Path) -> dict[str, Any]:
+    """The evidence.json of a bundle folder (or the file itself), or BundleError."""
+    file = path / "evidence.json" if path.is_dir() else path
+    try:
+        bundle = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise BundleError(f"cannot read evidence bundle {file}: {first_line(exc)}") from None
+    if not (
+        isinstance(bundle, dict)
+        and isinstance(bundle.get("row_counts"), dict)
+        and isinstance(bundle.get("alembic"), dict)
+        and isinstance(bundle["alembic"].get("current"), list)
+    ):
+        raise BundleError(f"{file} is not an evidence bundle (no row_counts or alembic.current)")
+    return bundle
+
+
+def describe_difference(difference: Any) -> str:
+    """One of compare_metadata()'s differences, in words that name the table and column."""
+    if isinstance(difference, list):  # modify_* operations come grouped per column
+        return "; ".join(describe_difference(item) for item in difference)
+    operation, *args = difference
+    if operation.startswith("modify_"):
+        _schema, table, column, _existing, old, new = args
+        what = operation.removeprefix("modify_")
+        return f"{table}.{column}: {what} is {old!r} in the database, {new!r} in the models"
+    where = "in the models, not in the database"
+    if operation.startswith("remove_"):
+        where = "in the database, not in the models"
+    kind = operation.split("_", 1)[1]
+    if kind == "column":
+        _schema, table, column = args
+        return f"column {table}.{column.name}: {where}"
+    item = args[0]
+    if kind == "table":
+        return f"table {item.name}: {where}"
+    owner = getattr(getattr(item, "table", None), "name", "?")
+    return f"{kind} {item.name or '(unnamed)'} on {owner}: {where}"
+
+
+def first_line(exc: BaseException) -> str:
+    """A driver's message, often wrapped and indented, as one line."""
+    # what the driver said, without SQLAlchemy's wrapping
+    said = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = [" ".join(line.split()) for line in str(said).splitlines()]
+    return next((line for line in lines if line), type(exc).__name__)
+
+
+def _check_revision(
+    database: Database, script: ScriptDirectory, result: Verification
+) -> tuple[bool, str]:
+    # in place: the expect revision check holds this same list
+    result.current[:] = sorted(MigrationContext.configure(database.connection).get_current_heads())
+    current, heads = set(result.current), set(result.heads)
+    at, head = ", ".join(result.current), ", ".join(result.heads)
+    if current == heads:
+        return True, f"at {head}, the scripts' head"
+    if not current:
+        return False, "no revision stamped on the database; run `alembic upgrade head`"
+    if unknown := current - _known(script):
+        return False, f"at {', '.join(sorted(unknown))}, which the migration scripts do not have"
+    if current <= _ancestors(script, heads):
+        return False, f"at {at}, behind the scripts' head {head}; run `alembic upgrade head`"
+    return False, f"at {at}, not the scripts' head {head}"
+
+
+def _check_schema(database: Database) -> tuple[bool, str]:
+    context = MigrationContext.configure(
+        database.connection, opts={"target_metadata": Base.metadata}
+    )
+    differences = [describe_difference(d) for d in compare_metadata(context, Base.metadata)]
+    if not differences:
+        return True, "the database matches the models"
+    return False, f"{len(differences)} difference(s): {'; '.join(differences)}"
+
+
+def _check_integrity(database: Database) -> tuple[bool, str]:
+    if database.backend == "sqlite":
+        problems = _sqlite_integrity(database.raw)
+        passed = "integrity_check ok, no foreign-key violation"
+    else:
+        problems = _postgresql_integrity(database.raw)
+        passed = "no invalid index, no constraint left NOT VALID"
+    return (False, "; ".join(problems)) if problems else (True, passed)
+
+
+def _check_data(
+    database: Database, mapper: Mapper[Any], tables: dict[str, TableData]
+) -> tuple[bool, str]:
+    table = mapper.local_table
+    assert isinstance(table, Table)
+    columns = _mapped_columns(mapper)
+    database.share_snapshot()
+    version = database.data_version()
+    orm = TableData(*_orm_checksum(database.connection, mapper, columns))
+    raw = TableData(*_raw_checksum(database, table, columns))
+    tables[table.name] = raw
+    if orm == raw:
+        return True, f"{_rows(raw.rows)}, checksum {raw.checksum}; the ORM and raw SQL agree"
+    disagree = (
+        f"the ORM read {_rows(orm.rows)} (checksum {orm.checksum}), "
+        f"raw SQL {_rows(raw.rows)} (checksum {raw.checksum})"
+    )
+    if database.data_version() != version:
+        return False, f"{disagree}, while another process wrote; run db-verify again"
+    return False, disagree
+
+
+def _check_rows_kept(
+    expected: Mapping[str, Any],
+    tables: Mapping[str, TableData],
+    allow_shrink: Collection[str],
+    since: str,
+) -> tuple[bool, str]:
+    lost: list[str] = []
+    allowed: list[str] = []
+    for table, before in sorted(expected["row_counts"].items()):
+        now = tables[table].rows if table in tables else 0
+        if isinstance(before, int) and now < before:
+            (allowed if table in allow_shrink else lost).append(f"{table} {before} -> {now}")
+    if lost:
+        return False, f"rows lost {since}: {', '.join(lost)} (--allow-shrink TABLE if meant)"
+    return True, f"no table lost rows {since}" + (
+        f" (allowed: {', '.join(allowed)})" if allowed else ""
+    )
+
+
+def _check_forward(
+    expected: Mapping[str, Any], script: ScriptDirectory, current: Sequence[str], since: str
+) -> tuple[bool, str]:
+    before = {str(revision) for revision in expected["alembic"]["current"]}
+    was, now = ", ".join(sorted(before)) or "no revision", ", ".join(current) or "no revision"
+    if unknown := before - _known(script):
+        return False, f"the bundle's revision {', '.join(sorted(unknown))} is not in the scripts"
+    if not before <= _ancestors(script, current):
+        return False, f"moved back {since}: from {was} to {now}"
+    if before == set(current):
+        return True, f"unchanged at {now} {since}"
+    return True, f"forward from {was} to {now} {since}"
+
+
+def _known(script: ScriptDirectory) -> set[str]:
+    return {revision.revision for revision in script.walk_revisions()}
+
+
+def _ancestors(script: ScriptDirectory, revisions: Collection[str]) -> set[str]:
+    """The revisions and everything they build on."""
+    if not revisions:
+        return set()
+    return {r.revision for r in script.iterate_revisions(tuple(revisions), "base") if r}
+
+
+def _sqlite_integrity(raw: sqlite3.Connection) -> list[str]:
+    try:
+        problems = [m for (m,) in raw.execute("PRAGMA integrity_check") if m != "ok"]
+    except sqlite3.DatabaseError as exc:  # a page so broken that the check itself stops
+        return [f"integrity_check: {first_line(exc)}"]
+    if problems:
+        return [f"integrity_check: {problems[0]}" + _more(len(problems) - 1)]
+    violations = raw.execute("PRAGMA foreign_key_check")
+    first = violations.fetchone()
+    if first is None:
+        return []
+    table, rowid, parent, _index = first
+    count = 1 + sum(1 for _ in violations)
+    return [
+        f"foreign_key_check: {table} row {rowid} refers to a missing {parent} row"
+        + _more(count - 1)
+    ]
+
+
+def _postgresql_integrity(raw: Any) -> list[str]:
+    in_use = "n.nspname = ANY (current_schemas(false))"
+    with raw.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            f"JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid AND {in_use} "
+            "ORDER BY 1"
+        )
+        indexes = [name for (name,) in cursor.fetchall()]
+        cursor.execute(
+            "SELECT c.conrelid::regclass::text, c.conname FROM pg_constraint c "
+            f"JOIN pg_namespace n ON n.oid = c.connamespace WHERE NOT c.convalidated AND {in_use} "
+            "ORDER BY 1, 2"
+        )
+        constraints = [f"{table}.{name}" for table, name in cursor.fetchall()]
+    problems = []
+    if indexes:
+        problems.append(f"invalid index: {', '.join(indexes)}")
+    if constraints:
+        problems.append(f"constraint left NOT VALID: {', '.join(constraints)}")
+    return problems
+
+
+def _mapped_columns(mapper: Mapper[Any]) -> list[Column[Any]]:
+    # the table's own columns, in mapping order; computed column_property()s are not stored
+    table = mapper.local_table
+    columns = [prop.columns[0] for prop in mapper.column_attrs]
+    return [c for c in columns if isinstance(c, Column) and c.table is table]
+
+
+def _orm_checksum(
+    connection: Connection, mapper: Mapper[Any], columns: Sequence[Column[Any]]
+) -> tuple[int, str]:
+    attributes = [mapper.get_property_by_column(column) for column in columns]
+    statement = select(*(getattr(mapper.class_, prop.key) for prop in attributes))
+    with Session(connection) as session:
+        rows = session.execute(statement, execution_options={"yield_per": CHUNK_SIZE})
+        return checksum(rows.partitions(), _is_plain(columns))
+
+
+def _raw_checksum(
+    database: Database, table: Table, columns: Sequence[Column[Any]]
+) -> tuple[int, str]:
+    names = ", ".join(_quoted(c.name) for c in columns)
+    where = (
+        f"{_quoted(table.schema)}.{_quoted(table.name)}" if table.schema else _quoted(table.name)
+    )
+    sql = f"SELECT {names} FROM {where}"
+    # psycopg streams only from a named (server-side) cursor; sqlite3 always steps row by row
+    cursor = database.raw.cursor(**({"name": "verify"} if database.backend != "sqlite" else {}))
+    try:
+        cursor.execute(sql)
+        return checksum(iter(lambda: cursor.fetchmany(CHUNK_SIZE), []), _is_plain(columns))
+    finally:
+        cursor.close()
+
+
+def checksum(chunks: Iterable[Sequence[Sequence[object]]], plain: bool) -> tuple[int, str]:
+    """Rows and an order-independent checksum: the sum of each row's 64-bit hash, mod 2**64.
+
+    A row's text is the UTF-8 repr() of the tuple of its canonical values; its hash is that
+    text's CRC-32 in the high 32 bits and its Adler-32 in the low ones. Both are C calls
+    over a whole chunk (a cryptographic hash per row doubled the time of a million-row
+    check); the sum catches rows lost, added, duplicated or changed, not deliberate forgery.
+    plain: every column holds only int, str or NULL, already canonical.
+    """
+    count = total = 0
+    for chunk in chunks:
+        count += len(chunk)
+        rows = map(tuple, chunk) if plain else (tuple(map(canonical, row)) for row in chunk)
+        texts = list(map(str.encode, map(repr, rows)))
+        # sum((crc << 32) | adler) == (sum(crc) << 32) + sum(adler): adler is below 2**32
+        total += (sum(map(zlib.crc32, texts)) << 32) + sum(map(zlib.adler32, texts))
+    return count, f"{total % CHECKSUM_MODULUS:016x}"
+
+
+def canonical(value: object) -> int | str | None:
+    """A value as int, str or None, the same whether the ORM or the driver produced it."""
+    if value is None or type(value) is int or type(value) is str:
+        return value
+    if isinstance(value, bool):
+        return int(value)  # SQLite stores booleans as 0 and 1
+    if isinstance(value, (float, Decimal)):
+        # SQLite hands back a float where the ORM gives a Decimal; both are written plainly
+        number = Decimal(repr(value)) if isinstance(value, float) else value
+        return format(number.normalize(), "f")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ", timespec="microseconds")  # SQLite's stored form
+    if isinstance(value, time):
+        return value.isoformat(timespec="microseconds")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return value.hex
+    if isinstance(value, Enum):
+        return value.name
+    return str(value)
+
+
+def _is_plain(columns: Sequence[Column[Any]]) -> bool:
+    # int and str columns come back as int, str or None from the ORM and from the driver
+    try:
+        return all(column.type.python_type in (int, str) for column in columns)
+    except NotImplementedError:  # a type that does not say
+        return False
+
+
+def _versions(database: Database) -> tuple[str, str]:
+    if database.backend == "sqlite":
+        return f"sqlite3 {sqlite3.sqlite_version}", f"SQLite {sqlite3.sqlite_version}"
+    psycopg = importlib.import_module("psycopg")
+    with database.raw.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        (server,) = cursor.fetchone()
+    database.raw.rollback()
+    return f"psycopg {psycopg.__version__}", f"PostgreSQL {server}"
+
+
+def _existing_sqlite_file(url: URL) -> Path:
+    # opening read-only never creates a file, but its message would not say what to do
+    path = Path(url.database or "")
+    if not url.database or url.database == ":memory:":
+        raise DatabaseSetupError("db-verify needs a SQLite file, not an in-memory database")
+    if message := missing_folder(path):
+        raise DatabaseSetupError(message)
+    if not path.exists():
+        raise DatabaseSetupError(
+            f"no database at {path} yet; run `alembic upgrade head` to create it"
+        )
+    return path
+
+
+def _read_only_sqlite_url(url: URL, path: Path) -> URL:
+    return url.set(database=f"file:{quote(str(path))}?mode=ro", query={"uri": "true"})
+
+
+def _raw_sqlite(path: Path) -> sqlite3.Connection:
+    # read-only: verification never writes; isolation_level=None keeps sqlite3 from
+    # opening transactions of its own
+    return sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, isolation_level=None)
+
+
+def _raw_postgresql(url: URL) -> tuple[Any, tuple[type[Exception], ...]]:
+    psycopg = importlib.import_module("psycopg")  # the postgres extra; explained() says so
+    options = {key: value for key, value in url.query.items() if isinstance(value, str)}
+    try:
+        raw = psycopg.connect(
+            host=url.host,
+            port=url.port,
+            user=url.username,
+            password=url.password,
+            dbname=url.database,
+            connect_timeout=CONNECT_TIMEOUT,
+            prepare_threshold=None,  # PgBouncer in transaction mode (Neon's pooled host)
+            **options,
+        )
+    except psycopg.Error as exc:
+        raise DatabaseSetupError(f"cannot use {describe(url)}: {first_line(exc)}") from None
+    raw.read_only = True
+    raw.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # to import a snapshot
+    return raw, (psycopg.Error,)
+
+
+def _quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _rows(count: int) -> str:
+    return f"{count} row" if count == 1 else f"{count} rows"
+
+
+def _more(count: int) -> str:
+    return f" (and {count} more)" if count else ""

@@ -1,0 +1,198 @@
+"""db-verify and db-evidence in a rendered project, on a SQLite file and a real PostgreSQL server.
+
+The PostgreSQL role's password, s3cr%t@p:ss/w0rd, must be URL-encoded; no output and no file of
+an evidence bundle may show it, in any form.
+"""
+
+import itertools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from subprocess import CompletedProcess
+from urllib.parse import quote
+
+import pytest
+
+from tests.conftest import install, ok, render, run
+from tests.postgres import PASSWORD, PostgresServer
+
+SECRETS = [PASSWORD, quote(PASSWORD, safe=""), quote(PASSWORD), "s3cr", "w0rd"]
+_numbers = itertools.count(1)
+
+# run by the project's own python: validate a bundle against the schema the project ships
+VALIDATE = """
+import json, sys
+import jsonschema
+from budget_tracker.evidence import SCHEMA_PATH
+
+schema = json.loads(SCHEMA_PATH.read_text())
+jsonschema.validate(json.loads(open(sys.argv[1]).read()), schema, cls=jsonschema.Draft202012Validator)
+print("valid")
+"""
+
+# a new column on Marker, as a user would add it before `alembic revision --autogenerate`
+NOTE_COLUMN = "    note: Mapped[str | None] = mapped_column(String(20))\n"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One project with the postgres extra, shared by the tests that leave its files alone."""
+    project = render(tmp_path_factory.mktemp("verify") / "budget-tracker")
+    install(project, "postgres")
+    return project
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], dict[str, str]]:
+    """Make a new empty database on each backend; returns the environment that selects it."""
+
+    def new(label: str) -> dict[str, str]:
+        if request.param == "sqlite":
+            return {"DATABASE_URL": f"sqlite:///{tmp_path / label}.db"}
+        server: PostgresServer = request.getfixturevalue("postgres")
+        return {"DATABASE_URL": server.create_database(f"verify_{label}_{next(_numbers)}")}
+
+    return new
+
+
+def program(project: Path, name: str, *args: str, env: dict[str, str]) -> CompletedProcess[str]:
+    return run(project / ".venv" / "bin" / name, *args, cwd=project, env=env)
+
+
+def assert_shows_no_password(text: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text
+
+
+def bundle_text(bundle: Path) -> str:
+    return "".join(path.read_text() for path in sorted(bundle.iterdir()))
+
+
+def make_bundle(project: Path, output: Path, env: dict[str, str]) -> dict[str, object]:
+    written = program(project, "db-evidence", "--output", str(output), env=env)
+    assert ok(written) == f"{output}\n"
+    assert_shows_no_password(written.stdout + written.stderr + bundle_text(output))
+    python = project / ".venv" / "bin" / "python"
+    assert ok(run(python, "-c", VALIDATE, output / "evidence.json", cwd=project)) == "valid\n"
+    bundle: dict[str, object] = json.loads((output / "evidence.json").read_text())
+    return bundle
+
+
+def test_evidence_bundles_are_git_ignored(tmp_path: Path) -> None:
+    project = render(tmp_path / "p")
+    ok(run("git", "init", "-q", cwd=project))
+    assert run("git", "check-ignore", "-q", "evidence/20261125T120000Z/evidence.json", cwd=project).returncode == 0
+
+
+def test_write_once_then_db_verify_passes_and_db_evidence_writes_a_valid_bundle(
+    project: Path, database: Callable[[str], dict[str, str]], tmp_path: Path
+) -> None:
+    env = database("proof")
+    ok(program(project, "alembic", "upgrade", "head", env=env))
+    assert ok(program(project, "write-once", env=env)) == "Wrote marker\n"
+
+    verified = program(project, "db-verify", env=env)
+    assert ok(verified).splitlines() == [
+        "ok   revision: at 0001, the scripts' head",
+        "ok   schema: the database matches the models",
+        verified.stdout.splitlines()[2],
+        verified.stdout.splitlines()[3],
+    ]
+    assert verified.stdout.splitlines()[2].startswith("ok   integrity: ")
+    assert verified.stdout.splitlines()[3].startswith("ok   data markers: 1 row, checksum ")
+    assert_shows_no_password(verified.stdout + verified.stderr)
+
+    bundle = make_bundle(project, tmp_path / "bundle", env)
+    assert bundle["verdict"] == "pass"
+    assert bundle["row_counts"] == {"markers": 1}
+    assert bundle["project"] == {"name": "budget-tracker", "version": "0.1.0"}
+
+
+def test_each_failure_exits_1_naming_its_check(
+    project: Path, database: Callable[[str], dict[str, str]], tmp_path: Path
+) -> None:
+    env = database("failures")
+    ok(program(project, "alembic", "upgrade", "head", env=env))
+    ok(program(project, "write-once", "one", "two", env=env))
+    bundle = tmp_path / "before"
+    make_bundle(project, bundle, env)
+    python = project / ".venv" / "bin" / "python"
+    # rows deleted and a column added, by hand, past the project's code
+    sql = "DELETE FROM markers WHERE name = 'two'; ALTER TABLE markers ADD COLUMN note VARCHAR(9)"
+    by_hand = (
+        "import sys\nfrom sqlalchemy import create_engine\n"
+        "from budget_tracker.config import database_url\n"
+        "with create_engine(database_url()).begin() as connection:\n"
+        "    for statement in sys.argv[1].split('; '):\n"
+        "        connection.exec_driver_sql(statement)\n"
+    )
+    ok(run(python, "-c", by_hand, sql, cwd=project, env=env))
+
+    result = program(project, "db-verify", "--expect", str(bundle), env=env)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    failed = [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert failed == ["FAIL schema", "FAIL expect rows"]
+    assert "markers 2 -> 1" in result.stdout
+    assert_shows_no_password(result.stdout + result.stderr)
+
+
+def test_the_schema_hash_is_stable_and_a_real_migration_changes_it(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    # a project of its own: this test adds a model column and a migration to it
+    project = render(tmp_path / "budget-tracker")
+    install(project, "postgres")
+    environments = {
+        "sqlite": {"DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}"},
+        "postgresql": {"DATABASE_URL": postgres.create_database(f"verify_hash_{next(_numbers)}")},
+    }
+    hashes: dict[str, list[object]] = {}
+    for backend, env in environments.items():
+        ok(program(project, "alembic", "upgrade", "head", env=env))
+        ok(program(project, "write-once", env=env))
+        first = make_bundle(project, tmp_path / f"{backend}-1", env)
+        ok(program(project, "write-once", "more rows, same schema", env=env))
+        second = make_bundle(project, tmp_path / f"{backend}-2", env)
+        hashes[backend] = [first["schema_hash"], second["schema_hash"]]
+
+    marker = project / "src" / "budget_tracker" / "models" / "marker.py"
+    source = marker.read_text()
+    anchor = "    name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH))\n"
+    marker.write_text(source.replace(anchor, anchor + NOTE_COLUMN))
+    revision = program(
+        project, "alembic", "revision", "--autogenerate", "-m", "add note",
+        env=environments["sqlite"],
+    )  # fmt: skip
+    ok(revision)
+
+    for backend, env in environments.items():
+        behind = program(project, "db-verify", env=env)
+        assert behind.returncode == 1
+        assert "FAIL revision: at 0001, behind the scripts' head" in behind.stdout
+        ok(program(project, "alembic", "upgrade", "head", env=env))
+        verified = ok(program(project, "db-verify", env=env)).splitlines()
+        assert [line.split()[0] for line in verified] == ["ok"] * 4
+        after = make_bundle(project, tmp_path / f"{backend}-3", env)
+        hashes[backend].append(after["schema_hash"])
+
+    for backend, (first, second, after) in hashes.items():
+        assert first == second != after, backend
+    assert hashes["sqlite"][0] != hashes["postgresql"][0]
+
+
+@pytest.mark.parametrize("command", ["db-verify", "db-evidence"])
+def test_a_wrong_password_exits_2_in_one_line_without_showing_it(
+    command: str, project: Path, postgres: PostgresServer, tmp_path: Path
+) -> None:
+    # the wrong password holds the right one, so neither may show
+    url = postgres.create_database(f"verify_wrong_{next(_numbers)}")
+    env = {"DATABASE_URL": url.replace(quote(PASSWORD, safe=""), quote(f"not-{PASSWORD}", safe=""))}
+    args = ["--output", str(tmp_path / "bundle")] if command == "db-evidence" else []
+    result = program(project, command, *args, env=env)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr.startswith(f"{command}: error: ")
+    assert "password authentication failed" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert_shows_no_password(result.stderr)
+    assert not (tmp_path / "bundle").exists()
