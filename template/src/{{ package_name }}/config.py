@@ -9,8 +9,13 @@ from sqlalchemy.exc import ArgumentError
 
 from .errors import DatabaseSetupError
 
-# the project folder (src/<package>/config.py -> three levels up); installs are editable
+# the project folder (src/<package>/config.py -> three levels up), in a source checkout, where
+# app.db, .env and migrations/ are; an installed wheel has none, and carries its migrations
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+IN_SOURCE_CHECKOUT = (PROJECT_ROOT / "migrations" / "env.py").is_file()
+MIGRATIONS_DIR = (
+    PROJECT_ROOT / "migrations" if IN_SOURCE_CHECKOUT else Path(__file__).parent / "migrations"
+)
 DEFAULT_SQLITE_PATH = PROJECT_ROOT / "app.db"
 
 # what people paste, and the driver SQLAlchemy should use for it
@@ -19,7 +24,15 @@ _POSTGRES_SCHEMES = {"postgres": "postgresql+psycopg", "postgresql": "postgresql
 
 def database_url() -> URL:
     """The application's database: DATABASE_URL, else the project's SQLite file."""
-    return _url_from_env("DATABASE_URL") or parse_database_url(f"sqlite:///{DEFAULT_SQLITE_PATH}")
+    url = _url_from_env("DATABASE_URL")
+    if url is not None:
+        return url
+    if not IN_SOURCE_CHECKOUT:
+        raise DatabaseSetupError(
+            "DATABASE_URL is not set, and an installed copy has no project folder to keep "
+            "app.db in; set it (sqlite:////var/lib/app/app.db, postgresql://...)"
+        )
+    return parse_database_url(f"sqlite:///{DEFAULT_SQLITE_PATH}")
 
 
 def migration_url() -> URL:
@@ -45,6 +58,11 @@ def parse_database_url(raw: str, variable: str = "DATABASE_URL") -> URL:
         url = url.set(drivername=_POSTGRES_SCHEMES[url.drivername])
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         # a relative path would follow the current directory; anchor it to the project
+        if not IN_SOURCE_CHECKOUT and not Path(url.database).is_absolute():
+            raise DatabaseSetupError(
+                f"{variable} holds a relative SQLite path, and an installed copy has no project "
+                "folder to take it from; use an absolute one (sqlite:////var/lib/app/app.db)"
+            )
         url = url.set(database=str(PROJECT_ROOT / url.database))
     return url
 
@@ -59,7 +77,8 @@ def _not_a_url(variable: str) -> DatabaseSetupError:
 
 
 def _url_from_env(variable: str) -> URL | None:
-    # a real environment variable wins over .env (load_dotenv never overrides)
-    load_dotenv(PROJECT_ROOT / ".env")
+    # a real environment variable wins over .env (load_dotenv never overrides); an installed
+    # copy reads the .env of the folder it runs in
+    load_dotenv((PROJECT_ROOT if IN_SOURCE_CHECKOUT else Path.cwd()) / ".env")
     raw = os.environ.get(variable, "")
     return parse_database_url(raw, variable) if raw.strip() else None

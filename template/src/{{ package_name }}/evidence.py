@@ -27,9 +27,9 @@ from sqlalchemy import Connection, MetaData, inspect
 from sqlalchemy.exc import CompileError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from .config import PROJECT_ROOT
+from .config import MIGRATIONS_DIR, PROJECT_ROOT
 from .errors import describe
-from .verify import MIGRATIONS_DIR, Database, verify
+from .verify import Database, verify
 
 SCHEMA_PATH = Path(__file__).with_name("evidence.schema.json")
 EVIDENCE_DIR = PROJECT_ROOT / "evidence"

@@ -1,17 +1,27 @@
-"""Migrations that finish whole or not at all, one process at a time.
+"""db-migrate, and migrations that finish whole or not at all, one process at a time.
 
-migrations/env.py runs every Alembic command through these. SQLite needs the most care: it
+`db-migrate` is `alembic upgrade head` for wherever the project is installed: it needs no
+alembic.ini and no project folder, and finds the migration scripts in the package of an
+installed wheel. migrations/env.py runs every Alembic command through the functions below.
+SQLite needs the most care: it
 changes a table by copying it, dropping the original and renaming the copy (Alembic's batch
 mode). With foreign keys enforced, dropping the original deletes the rows that refer to it
 (ON DELETE CASCADE) or fails halfway; so enforcement is off while migrating, and the rows are
 checked before the commit instead.
 """
 
-from collections.abc import Iterator
+import argparse
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
 
+from .config import MIGRATIONS_DIR
 from .db import SQLITE_BEGIN
 from .errors import DatabaseSetupError
 
@@ -71,3 +81,24 @@ def check_foreign_keys(connection: Connection) -> None:
         raise DatabaseSetupError(
             f"the migrations were rolled back, nothing changed: {where} (PRAGMA foreign_key_check)"
         )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="db-migrate",
+        description="Bring the database (DATABASE_URL_DIRECT, else DATABASE_URL) to the "
+        "migrations' head, as `alembic upgrade head` does, from wherever the project is installed.",
+    )
+    parser.parse_args(argv)
+    config = Config()  # no alembic.ini: where the scripts are is all it needs
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    try:
+        heads = ScriptDirectory.from_config(config).get_heads()
+        command.upgrade(config, "head")
+    except CommandError as exc:  # env.py's one-line errors: the URL, the connection, the keys
+        parser.exit(1, f"db-migrate: error: {exc}\n")
+    except DBAPIError as exc:
+        reason = " ".join(str(exc.orig).split())
+        parser.exit(1, f"db-migrate: error: the migration failed and was rolled back: {reason}\n")
+    print(f"Database at head: {', '.join(sorted(heads))}")
+    return 0

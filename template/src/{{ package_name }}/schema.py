@@ -9,10 +9,10 @@ from pathlib import Path
 
 from sqlalchemy import Connection, inspect, text
 
-from .config import PROJECT_ROOT
+from .config import MIGRATIONS_DIR
 from .errors import DatabaseSetupError
 
-VERSIONS_DIR = PROJECT_ROOT / "migrations" / "versions"
+VERSIONS_DIR = MIGRATIONS_DIR / "versions"
 
 
 def revision_graph(versions: Path = VERSIONS_DIR) -> tuple[set[str], set[str]]:
@@ -45,8 +45,8 @@ def check_at_head(connection: Connection, versions: Path | None = None) -> None:
     revisions, parents = revision_graph(versions)
     if not revisions:
         raise DatabaseSetupError(
-            f"no migration scripts in {versions}; the programs run from the project folder, "
-            "installed editable (uv sync, or pip install -e .)"
+            f"no migration scripts in {versions}; install the project from its folder "
+            "(uv sync, pip install -e .) or as a wheel built by uv build, which carries them"
         )
     heads = revisions - parents
     current = database_revisions(connection)

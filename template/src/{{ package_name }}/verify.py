@@ -35,12 +35,11 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Mapper, Session
 
-from .config import PROJECT_ROOT
+from .config import MIGRATIONS_DIR
 from .db import CONNECT_TIMEOUT, make_engine
 from .errors import DatabaseSetupError, describe, explained, missing_folder
 from .models.base import Base  # models/__init__.py, run first, imports every model
 
-MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 # rows fetched per round trip on both paths; memory stays flat however big a table is
 CHUNK_SIZE = 10_000
 CHECKSUM_MODULUS = 2**64
