@@ -175,7 +175,10 @@ def test_the_postgresql_jobs_steps_pass_against_a_real_server(
     outputs = run_steps(project, job, on_the_test_server)
     assert sorted(mapped) == ["DATABASE_URL", "TEST_DATABASE_URL"]
     tests = next(output for name, output in outputs.items() if name.startswith("Tests"))
-    assert re.search(r"\d+ passed", tests) and "skipped" not in tests
+    assert re.search(r"\d+ passed", tests)
+    # only the checks of a SQLite file's own failures (a corrupted page) have nothing to run here
+    skipped = re.findall(r"^SKIPPED \[\d+\] (.*)$", tests, re.MULTILINE)
+    assert all("SQLite" in reason for reason in skipped), skipped
 
 
 # PRE-COMMIT ------------------------------------------------------------------------------

