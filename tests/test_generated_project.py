@@ -128,6 +128,37 @@ def test_the_lesson_scripts_read_and_write_the_same_database(default_project: Pa
     assert ok(run(bin_dir / "read-later", cwd=default_project, env=env)) == expected
 
 
+# the public skill-creator validator's rules (anthropics/skills, quick_validate.py), carried
+# here because it is a script, not a package
+SKILL_CREATOR_KEYS = {"name", "description", "license", "allowed-tools", "metadata", "compatibility"}
+
+
+def skill_creator_problems(skill: Path) -> list[str]:
+    """What the skill-creator validator would refuse in skill's SKILL.md; empty when valid."""
+    match = re.match(r"^---\n(.*?)\n---", (skill / "SKILL.md").read_text(), re.DOTALL)
+    if not match:
+        return ["no YAML frontmatter"]
+    frontmatter = yaml.safe_load(match[1])
+    if not isinstance(frontmatter, dict):
+        return ["frontmatter is not a mapping"]
+    problems = [f"unexpected key {key}" for key in sorted(set(frontmatter) - SKILL_CREATOR_KEYS)]
+    name, description = frontmatter.get("name"), frontmatter.get("description")
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", name) or len(name) > 64:
+        problems.append(f"name {name!r} is not kebab-case of at most 64 characters")
+    if not isinstance(description, str) or not description.strip():
+        problems.append("no description")
+    elif "<" in description or ">" in description or len(description) > 1024:
+        problems.append("description has angle brackets or more than 1024 characters")
+    compatibility = frontmatter.get("compatibility", "")
+    if compatibility and (not isinstance(compatibility, str) or len(compatibility) > 500):
+        problems.append("compatibility is not a string of at most 500 characters")
+    return problems
+
+
+def skill_body(skill: Path) -> str:
+    return (skill / "SKILL.md").read_text().split("---", 2)[2]
+
+
 class TestSkill:
     @pytest.fixture
     def skill(self, default_project: Path) -> Path:
@@ -140,40 +171,85 @@ class TestSkill:
         )  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr
 
+    def test_is_valid_by_the_skill_creator_rules(self, skill: Path) -> None:
+        assert skill_creator_problems(skill) == []
+
+    def test_the_skill_creator_rules_refuse_a_bad_frontmatter(self, tmp_path: Path) -> None:
+        (tmp_path / "SKILL.md").write_text("---\nname: Database_Deployment\nversion: 1\n---\n")
+        assert skill_creator_problems(tmp_path) == [
+            "unexpected key version",
+            "name 'Database_Deployment' is not kebab-case of at most 64 characters",
+            "no description",
+        ]
+
     def test_has_the_five_sections_in_order(self, skill: Path) -> None:
         headings = re.findall(r"^## (.+)$", (skill / "SKILL.md").read_text(), re.MULTILINE)
         assert headings == SKILL_SECTIONS
 
-    def test_frontmatter_names_the_folder_and_says_when_to_use_it(self, skill: Path) -> None:
+    def test_opens_with_numbered_steps_before_the_sections(self, skill: Path) -> None:
+        opening = skill_body(skill).split("\n## ")[0]
+        assert re.findall(r"^(\d+)\. ", opening, re.MULTILINE) == ["1", "2", "3"]
+
+    def test_the_body_is_at_most_500_words(self, skill: Path) -> None:
+        assert len(skill_body(skill).split()) <= 500
+
+    def test_frontmatter_names_the_folder_and_says_when_to_use_it_and_not(self, skill: Path) -> None:
         frontmatter = (skill / "SKILL.md").read_text().split("---")[1]
         assert re.search(r"^name: database-deployment$", frontmatter, re.MULTILINE)
-        assert "Use when" in frontmatter
+        assert "Use when" in frontmatter and "Not for" in frontmatter
 
-    def test_guardrails_cover_secrets_and_rollback(self, skill: Path) -> None:
-        guardrails = (skill / "SKILL.md").read_text().split("## Guardrails")[1]
-        assert "credentials" in guardrails and ".env" in guardrails
-        assert "rollback" in guardrails and "sessions.begin()" in guardrails
+    def test_every_reference_is_linked_where_it_is_needed(self, skill: Path) -> None:
+        body = skill_body(skill)
+        for reference in (skill / "references").iterdir():
+            assert f"(references/{reference.name})" in body, reference.name
+        assert "see also" not in body.lower()
 
-    def test_every_command_it_names_is_installed(self, skill: Path, default_project: Path) -> None:
-        text = (skill / "SKILL.md").read_text()
-        commands = set(re.findall(r"uv run ([a-z][a-z-]*)", text))
-        assert {"alembic", "write-once", "read-later", "pytest"} <= commands
-        for command in commands:
-            assert (default_project / ".venv" / "bin" / command).is_file(), command
+    def test_core_patterns_cover_the_eight_stages(self, skill: Path) -> None:
+        patterns = skill_body(skill).split("## Core Patterns")[1].split("\n## ")[0]
+        assert re.findall(r"^(\d)\. \*\*", patterns, re.MULTILINE) == [str(n) for n in range(1, 9)]
+        table = (skill / "references" / "stages.md").read_text()
+        assert re.findall(r"^\| (\d) ", table, re.MULTILINE) == [str(n) for n in range(1, 9)]
 
     def test_every_file_it_points_at_exists(self, skill: Path, default_project: Path) -> None:
-        text = (skill / "SKILL.md").read_text()
-        for path in re.findall(r"`((?:src|migrations|tests|references|examples)/[\w./-]*)`", text):
-            base = skill if path.startswith(("references", "examples")) else default_project
-            assert (base / path).exists(), path
+        for name in ["SKILL.md", *(f"references/{p.name}" for p in (skill / "references").iterdir())]:
+            text = (skill / name).read_text()
+            for path in re.findall(r"`((?:src|migrations|tests|references|examples)/[\w./-]*)`", text):
+                base = skill if path.startswith(("references", "examples")) else default_project
+                assert (base / path).exists(), f"{name}: {path}"
 
     def test_has_references_and_examples(self, skill: Path) -> None:
         assert {p.name for p in (skill / "references").iterdir()} >= {
+            "stages.md",
             "sqlalchemy-patterns.md",
             "alembic-migrations.md",
+            "relationships.md",
+            "failures.md",
             "neon.md",
         }
-        assert {p.name for p in (skill / "examples").iterdir()} >= {"write_once.py", "read_later.py"}
+        assert {p.name for p in (skill / "examples").iterdir()} >= {
+            "write_once.py", "read_later.py", "crud.py", "retry.py", "failures.py", "README.md"
+        }  # fmt: skip
+
+
+SKILL_TEST = "tests/test_skill.py::test_every_block_runs_as_written[SKILL.md]"
+
+
+def test_a_broken_or_unmarked_block_in_the_skill_fails_the_projects_suite(tmp_path: Path) -> None:
+    project = render(tmp_path / "p")
+    bin_dir = install(project)
+    skill_md = project / ".claude" / "skills" / "database-deployment" / "SKILL.md"
+    original = skill_md.read_text()
+    planted = {
+        "this block failed": "```bash\nuv run alembic upgrade heda\n```\n",
+        "no line `['persistent-check']`": "```bash\nuv run read-later  # prints ['persistent-check']\n```\n",
+        "neither run nor marked": "```text\nuv run alembic upgrade head\n```\n",
+    }
+    for failure, block in planted.items():
+        skill_md.write_text(original.replace("## Decision Logic", f"{block}\n## Decision Logic"))
+        line = skill_md.read_text().splitlines().index(block.splitlines()[0]) + 1
+        result = run(bin_dir / "pytest", "-q", "-p", "no:cacheprovider", SKILL_TEST, cwd=project)
+        assert result.returncode == 1, result.stdout[-3000:]
+        assert f"SKILL.md, line {line}" in result.stdout and failure in result.stdout, result.stdout[-3000:]
 
 
 CREDENTIAL_IN_URL = re.compile(r"[a-z0-9+]+://([^\s/:@'\"]+):([^\s@'\"]+)@")
