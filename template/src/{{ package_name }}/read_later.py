@@ -7,6 +7,7 @@ import sys
 from collections.abc import Generator, Iterable, Sequence
 from contextlib import closing
 from itertools import islice
+from operator import itemgetter
 from typing import TextIO
 
 from sqlalchemy import select
@@ -63,8 +64,8 @@ def _name_chunks(session: Session) -> Generator[Sequence[str], None, None]:
         assert driver is not None
         sql = str(query.compile(dialect=connection.dialect))
         with driver.cursor() as cursor, closing(cursor.stream(sql, size=CHUNK_SIZE)) as rows:
-            while chunk := list(islice(rows, CHUNK_SIZE)):
-                yield [name for (name,) in chunk]
+            while chunk := list(map(itemgetter(0), islice(rows, CHUNK_SIZE))):
+                yield chunk
         return
     yield from session.scalars(query, execution_options={"yield_per": CHUNK_SIZE}).partitions()
 
