@@ -507,6 +507,11 @@ def postgres_figures(
     )
     if digest(ours_out) != digest(raw_out):
         raise BenchmarkError("read-later and the raw psycopg loop printed different lists")
+    # the same on 10 rows: what each side costs before its first row (imports, connecting)
+    raw_small: Command = [python, tmp / "raw_pg_read.py", server.url("small")]
+    small_read = paired(
+        lambda: timed(ours_read, project, on("small")), lambda: timed(raw_small, tmp), runs
+    )
 
     step(f"PostgreSQL: read-later peak memory, {rows:,} rows vs 10 rows, {big_runs} runs each")
     big_rss = [peak_rss(ours_read, project, on("big"), tmp) for _ in range(big_runs)]
@@ -552,6 +557,7 @@ def postgres_figures(
         compare("PostgreSQL: write-once (1 row)", *write, target=1.10),
         compare(f"PostgreSQL: read-later ({runs + 1} rows)", *read, target=1.10),
         compare(f"PostgreSQL: read-later {short(rows)} rows, wall", *big_read, target=1.3),
+        marginal(f"PostgreSQL: read-later {short(rows)} rows less 10 rows", big_read, small_read),
         Figure(
             f"PostgreSQL: read-later {short(rows)} rows, peak RSS",
             mib(statistics.median(big_rss)),
@@ -564,6 +570,28 @@ def postgres_figures(
             f"PostgreSQL: write-once - {short(rows)}, psycopg copy()", rows, *write_raw, 0.6
         ),
     ]
+
+
+def marginal(
+    name: str, big: tuple[list[Timing], list[Timing]], small: tuple[list[Timing], list[Timing]]
+) -> Figure:
+    """The rows' own cost: each side's median on many rows less its median on 10 (context)."""
+
+    def cost(side: int, field: str) -> float:
+        return statistics.median(getattr(t, field) for t in big[side]) - statistics.median(
+            getattr(t, field) for t in small[side]
+        )
+
+    figure = Figure(
+        name,
+        ms(cost(0, "wall")),
+        ms(cost(1, "wall")),
+        cost(0, "wall") / cost(1, "wall"),
+        target=1.3,
+        cpu_ratio=cost(0, "cpu") / cost(1, "cpu"),
+    )
+    figure.informational = True
+    return figure
 
 
 def throughput(
