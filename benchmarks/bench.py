@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python benchmarks/bench.py` puts benchmarks/, not ROOT, first
 
 from tests.conftest import DEFAULT_ANSWERS, UV, install, project_env, render  # noqa: E402
+from tests.postgres import PASSWORD, ROLE, PostgresServer, start_postgres  # noqa: E402
 
 Command = Sequence[str | Path]
 
@@ -61,6 +62,37 @@ with connection:  # one transaction: committed at the end, rolled back on error
         "INSERT INTO markers (name) VALUES (?)", ((line.rstrip("\\r\\n"),) for line in sys.stdin)
     )
 connection.close()
+"""
+
+# the floor for large reads on PostgreSQL: psycopg alone, streaming the rows in chunks as
+# read-later does (a plain fetch of 1M rows is slower, and holds them all in memory)
+RAW_PG_READ = """\
+import sys
+from itertools import islice
+
+import psycopg
+
+write = sys.stdout.write
+separator = ""
+write("[")
+with psycopg.connect(sys.argv[1]) as connection:
+    rows = connection.cursor().stream("SELECT name FROM markers ORDER BY id", size=10_000)
+    while chunk := list(islice(rows, 10_000)):
+        write(separator + ", ".join([repr(name) for (name,) in chunk]))
+        separator = ", "
+write("]\\n")
+"""
+
+# psycopg's COPY from Python with nothing else: no checks, one row per line of stdin
+RAW_PG_COPY = """\
+import sys
+
+import psycopg
+
+with psycopg.connect(sys.argv[1]) as connection, connection.cursor() as cursor:
+    with cursor.copy("COPY markers (name) FROM STDIN") as copy:
+        for line in sys.stdin:
+            copy.write_row((line.rstrip("\\r\\n"),))
 """
 
 # ru_maxrss of children is a maximum over every child ever waited for, and a child starts
@@ -117,6 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--proof-runs", type=int, default=3, help="render-to-proof runs")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows for the big figures")
     parser.add_argument(
+        "--postgres",
+        choices=("yes", "no", "only"),
+        default="yes",
+        help="the PostgreSQL section (it starts its own server): with the rest, not at all, alone",
+    )
+    parser.add_argument(
         "--template",
         type=Path,
         default=ROOT,
@@ -153,13 +191,17 @@ def measure(tmp: Path, args: argparse.Namespace) -> tuple[list[Figure], list[str
     (lesson / "write_once.py").write_text(LESSON_WRITE)
     (lesson / "read_later.py").write_text(LESSON_READ)
 
-    copier = copier_with_bytecode(tmp, notes)
-    figures = small_figures(project, bin_dir, lesson, args.runs)
-    for lazy in (False, True):
-        figures.append(
-            proof_figure(tmp, bin_dir, copier, args.template, args.proof_runs, notes, lazy)
-        )
-    figures += big_figures(tmp, project, bin_dir, args.rows, args.big_runs, notes)
+    figures: list[Figure] = []
+    if args.postgres != "only":
+        copier = copier_with_bytecode(tmp, notes)
+        figures += small_figures(project, bin_dir, lesson, args.runs)
+        for lazy in (False, True):
+            figures.append(
+                proof_figure(tmp, bin_dir, copier, args.template, args.proof_runs, notes, lazy)
+            )
+        figures += big_figures(tmp, project, bin_dir, args.rows, args.big_runs, notes)
+    if args.postgres != "no":
+        figures += postgres_section(tmp, project, bin_dir, args, notes)
     notes.append(f"load average at the end: {load()}")
     return figures, notes
 
@@ -390,6 +432,235 @@ def big_figures(
             cpu_ratio=cpu_median(write[1]) / cpu_median(write[0]),
         ),
     ]
+
+
+def postgres_section(
+    tmp: Path, project: Path, bin_dir: Path, args: argparse.Namespace, notes: list[str]
+) -> list[Figure]:
+    """The same figures on a PostgreSQL server of its own, started the way the tests start it."""
+    step("start a PostgreSQL server (tests/postgres.py) and install the postgres extra")
+    try:
+        server = start_postgres()
+    except (FileNotFoundError, OSError, subprocess.SubprocessError) as exc:
+        notes.append(f"PostgreSQL section skipped: {exc}".splitlines()[0])
+        return []
+    try:
+        install(project, "postgres")
+        check([bin_dir / "python", "-m", "compileall", "-q", "src"], cwd=project)
+        version = server.psql("SHOW server_version")
+        notes.append(f"PostgreSQL {version}, psycopg {psycopg_version(bin_dir)}")
+        return postgres_figures(tmp, project, bin_dir, server, args, notes)
+    finally:
+        server.stop()
+
+
+def postgres_figures(
+    tmp: Path,
+    project: Path,
+    bin_dir: Path,
+    server: PostgresServer,
+    args: argparse.Namespace,
+    notes: list[str],
+) -> list[Figure]:
+    python = bin_dir / "python"
+    rows, runs, big_runs = args.rows, args.runs, args.big_runs
+
+    def url(database: str) -> str:  # the lesson's and the raw scripts' form: psycopg, no rewriting
+        return server.url(database).replace("postgresql://", "postgresql+psycopg://", 1)
+
+    def on(database: str) -> dict[str, str]:
+        return project_env({"DATABASE_URL": server.url(database)})
+
+    def migrated(database: str) -> None:
+        server.create_database(database)
+        check([bin_dir / "alembic", "upgrade", "head"], cwd=project, env=on(database))
+
+    # the lesson's scripts, verbatim but for the URL they hard-code
+    lesson = tmp / "lesson-pg"
+    lesson.mkdir()
+    server.create_database("lesson")
+    for name, source in (("write_once.py", LESSON_WRITE), ("read_later.py", LESSON_READ)):
+        pointed = source.replace('"sqlite:///quick_persist.db"', repr(url("lesson")))
+        (lesson / name).write_text(pointed)
+    migrated("one_shot")
+
+    step(f"PostgreSQL: write-once vs the lesson's write_once.py on the same server, {runs} runs")
+    ours_write: Command = [bin_dir / "write-once"]
+    lesson_write: Command = [python, "write_once.py"]
+    check(ours_write, cwd=project, env=on("one_shot"))  # warm-up; the lesson's creates its table
+    check(lesson_write, cwd=lesson)
+    write = paired(
+        lambda: timed(ours_write, project, on("one_shot")),
+        lambda: timed(lesson_write, lesson),
+        runs,
+    )
+
+    step(f"PostgreSQL: read-later vs the lesson's read_later.py, {runs} runs")
+    ours_read: Command = [bin_dir / "read-later"]
+    lesson_read: Command = [python, "read_later.py"]
+    expected = repr(["persistent-check"] * (runs + 1)) + "\n"
+    for command, cwd, env in ((ours_read, project, on("one_shot")), (lesson_read, lesson, None)):
+        if (printed := check(command, cwd=cwd, env=env)) != expected:
+            raise BenchmarkError(f"{command[-1]} printed {printed[:80]!r}, not {expected[:80]!r}")
+    read = paired(
+        lambda: timed(ours_read, project, on("one_shot")),
+        lambda: timed(lesson_read, lesson),
+        runs,
+    )
+    notes.append(statement_counts(server, project, bin_dir))
+
+    names_file = tmp / "names.txt"  # written by big_figures, unless it did not run
+    if not names_file.exists():
+        names_file.write_text("".join(f"marker-{number:07d}\n" for number in range(1, rows + 1)))
+    (tmp / "raw_pg_read.py").write_text(RAW_PG_READ)
+    (tmp / "raw_pg_copy.py").write_text(RAW_PG_COPY)
+    step(f"PostgreSQL: fill databases ({rows:,} rows, 10 rows)")
+    for database, count in (("big", rows), ("small", 10)):
+        migrated(database)
+        head = names_file.read_bytes().split(b"\n", count)[:count]
+        with tempfile.NamedTemporaryFile(dir=tmp, suffix=".txt") as part:
+            part.write(b"".join(line + b"\n" for line in head))
+            part.flush()
+            server.psql(f"\\copy markers (name) from '{part.name}'", database)
+        server.psql("VACUUM ANALYZE markers", database)
+
+    step(f"PostgreSQL: read-later on {rows:,} rows vs a raw psycopg process, {big_runs} runs each")
+    ours_out, raw_out = tmp / "ours-pg.out", tmp / "raw-pg.out"
+    raw_read: Command = [python, tmp / "raw_pg_read.py", server.url("big")]
+    big_read = paired(
+        lambda: timed(ours_read, project, on("big"), stdout=ours_out),
+        lambda: timed(raw_read, tmp, stdout=raw_out),
+        big_runs,
+    )
+    if digest(ours_out) != digest(raw_out):
+        raise BenchmarkError("read-later and the raw psycopg loop printed different lists")
+    # the same on 10 rows: what each side costs before its first row (imports, connecting)
+    raw_small: Command = [python, tmp / "raw_pg_read.py", server.url("small")]
+    small_read = paired(
+        lambda: timed(ours_read, project, on("small")), lambda: timed(raw_small, tmp), runs
+    )
+
+    step(f"PostgreSQL: read-later peak memory, {rows:,} rows vs 10 rows, {big_runs} runs each")
+    big_rss = [peak_rss(ours_read, project, on("big"), tmp) for _ in range(big_runs)]
+    small_rss = [peak_rss(ours_read, project, on("small"), tmp) for _ in range(big_runs)]
+
+    step(f"PostgreSQL: write-once - with {rows:,} names vs psql \\copy, {big_runs} runs each")
+    migrated("written")
+    psql_env = project_env({"PGPASSWORD": PASSWORD})
+    # over TCP with the project's role, as write-once connects
+    psql_copy: Command = [
+        server.bin_dir / "psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(server.port), "-U", ROLE,
+        "-d", "written", "-c", f"\\copy markers (name) from '{names_file}'",
+    ]  # fmt: skip
+    raw_copy: Command = [python, tmp / "raw_pg_copy.py", server.url("written")]
+
+    def emptied(run: Callable[[], Timing]) -> Callable[[], Timing]:
+        def timed_run() -> Timing:
+            server.psql("TRUNCATE markers RESTART IDENTITY", "written")
+            return run()
+
+        return timed_run
+
+    def ours_big_write() -> Timing:
+        return timed([bin_dir / "write-once", "-"], project, on("written"), stdin=names_file)
+
+    write_copy = paired(
+        emptied(ours_big_write), emptied(lambda: timed(psql_copy, tmp, psql_env)), big_runs
+    )
+    write_raw = paired(
+        emptied(ours_big_write),
+        emptied(lambda: timed(raw_copy, tmp, stdin=names_file)),
+        big_runs,
+    )
+    stored = server.psql("SELECT count(*), min(name), max(name) FROM markers", "written")
+    if stored != f"{rows}|marker-0000001|marker-{rows:07d}":
+        raise BenchmarkError(f"the written table holds {stored}, not the {rows:,} names")
+    notes.append(
+        "PostgreSQL write figures: the cpu ratio is the client processes' alone (psql's is "
+        "near zero); the server's work, most of a COPY, is on neither side of it"
+    )
+
+    return [
+        compare("PostgreSQL: write-once (1 row)", *write, target=1.10),
+        compare(f"PostgreSQL: read-later ({runs + 1} rows)", *read, target=1.10),
+        compare(f"PostgreSQL: read-later {short(rows)} rows, wall", *big_read, target=1.3),
+        marginal(f"PostgreSQL: read-later {short(rows)} rows less 10 rows", big_read, small_read),
+        Figure(
+            f"PostgreSQL: read-later {short(rows)} rows, peak RSS",
+            mib(statistics.median(big_rss)),
+            f"{mib(statistics.median(small_rss))} (10 rows)",
+            statistics.median(big_rss) / statistics.median(small_rss),
+            target=1.3,
+        ),
+        throughput(f"PostgreSQL: write-once - {short(rows)}, psql \\copy", rows, *write_copy, 0.6),
+        throughput(
+            f"PostgreSQL: write-once - {short(rows)}, psycopg copy()", rows, *write_raw, 0.6
+        ),
+    ]
+
+
+def marginal(
+    name: str, big: tuple[list[Timing], list[Timing]], small: tuple[list[Timing], list[Timing]]
+) -> Figure:
+    """The rows' own cost: each side's median on many rows less its median on 10 (context)."""
+
+    def cost(side: int, field: str) -> float:
+        return statistics.median(getattr(t, field) for t in big[side]) - statistics.median(
+            getattr(t, field) for t in small[side]
+        )
+
+    figure = Figure(
+        name,
+        ms(cost(0, "wall")),
+        ms(cost(1, "wall")),
+        cost(0, "wall") / cost(1, "wall"),
+        target=1.3,
+        cpu_ratio=cost(0, "cpu") / cost(1, "cpu"),
+    )
+    figure.informational = True
+    return figure
+
+
+def throughput(
+    name: str, rows: int, ours: list[Timing], baseline: list[Timing], target: float
+) -> Figure:
+    """A rows-per-second figure: higher is better; the cpu ratio is baseline over ours."""
+    ours_rate = rows / statistics.median(t.wall for t in ours)
+    baseline_rate = rows / statistics.median(t.wall for t in baseline)
+    return Figure(
+        name,
+        f"{ours_rate / 1000:,.0f}k rows/s",
+        f"{baseline_rate / 1000:,.0f}k rows/s",
+        ours_rate / baseline_rate,
+        target=target,
+        higher_is_better=True,
+        cpu_ratio=cpu_median(baseline) / cpu_median(ours),
+    )
+
+
+def statement_counts(server: PostgresServer, project: Path, bin_dir: Path) -> str:
+    """How many statements write-once and read-later send, from the server's statement log."""
+    server.create_database("counted")
+    env = project_env({"DATABASE_URL": server.url("counted")})
+    check([bin_dir / "alembic", "upgrade", "head"], cwd=project, env=env)
+    server.psql("ALTER DATABASE counted SET log_statement = 'all'")
+    log = server.base / "server.log"
+    counts = []
+    for program in ("write-once", "read-later"):
+        start = log.stat().st_size
+        check([bin_dir / program], cwd=project, env=env)
+        time.sleep(0.5)  # the server's logger writes on its own schedule
+        with log.open(encoding="utf-8", errors="replace") as lines:
+            lines.seek(start)
+            logged = lines.read()
+        statements = logged.count("LOG:  statement: ") + logged.count("LOG:  execute ")
+        counts.append(f"{program} {statements}")
+    return "PostgreSQL statements per run (log_statement=all): " + ", ".join(counts)
+
+
+def psycopg_version(bin_dir: Path) -> str:
+    code = "from importlib.metadata import version; print(version('psycopg'))"
+    return check([bin_dir / "python", "-c", code], cwd=bin_dir).strip()
 
 
 def paired(

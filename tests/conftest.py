@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from copier import run_copy
 
+from tests.pgbouncer import PgBouncer, start_pgbouncer
 from tests.postgres import PostgresServer, start_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,3 +118,16 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServe
         pytest.skip(f"PostgreSQL not available: {exc}")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(postgres: PostgresServer) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction mode in front of the server; fails rather than skips under CI."""
+    try:
+        bouncer = start_pgbouncer(postgres)
+    except (FileNotFoundError, OSError, subprocess.SubprocessError) as exc:
+        if IN_CI:
+            pytest.fail(f"PgBouncer is required under CI and could not start: {exc}")
+        pytest.skip(f"PgBouncer not available: {exc}")
+    yield bouncer
+    bouncer.stop()

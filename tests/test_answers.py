@@ -57,8 +57,8 @@ def test_postgresql_makes_psycopg_a_dependency_and_the_readme_asks_for_database_
     project = render(tmp_path / "p", database="postgresql")
     pyproject = (project / "pyproject.toml").read_text()
     dependencies = pyproject.split("dependencies = [", 1)[1].split("]\n", 1)[0]
-    assert '"psycopg[binary]>=3.2,<4"' in dependencies
-    assert 'postgres = ["psycopg[binary]>=3.2,<4"]' in pyproject  # the extra stays
+    assert '"psycopg[binary]>=3.2.3,<4"' in dependencies
+    assert 'postgres = ["psycopg[binary]>=3.2.3,<4"]' in pyproject  # the extra stays
     first_steps = (project / "README.md").read_text().split("## Where the data is")[0]
     assert "cp .env.example .env" in first_steps and "DATABASE_URL" in first_steps
     env_example = (project / ".env.example").read_text()

@@ -5,6 +5,7 @@ no output may show it, in any form.
 """
 
 import itertools
+import re
 import socket
 import subprocess
 import threading
@@ -17,6 +18,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.conftest import install, ok, project_env, render, run
+from tests.pgbouncer import PgBouncer
 from tests.postgres import PASSWORD, PostgresServer, free_port
 
 # the password as typed, as encoded in a URL (both ways), and fragments of it
@@ -457,3 +459,109 @@ def test_a_pooled_connection_the_server_dropped_is_replaced_before_use(
     url = postgres.url(new_database("dropped"))
     python = project / ".venv" / "bin" / "python"
     assert ok(run(python, "-c", DROPPED_CONNECTION, url, cwd=project)) == "True\n"
+
+
+# what SQLAlchemy asks a new connection before anything else: its own, on every engine
+DIALECT_SETUP = [
+    "BEGIN",
+    "select pg_catalog.version()",
+    "select current_schema()",
+    "show transaction isolation level",
+    "show standard_conforming_strings",
+    "ROLLBACK",
+]
+# names whose bytes mean something in COPY's text format, or in Python's repr
+TRICKY_NAMES = ["tab\there", "\\N", "\\.", "back\\slash\\", "quote's \"", "ünï 🦆", "cr\rin"]
+
+
+def statements_of(
+    postgres: PostgresServer, database: str, command: str, project: Path, env: dict[str, str]
+) -> tuple[CompletedProcess[str], list[str]]:
+    """Run command; what it printed, and every statement the server received for database."""
+    log = postgres.base / "server.log"
+    start = log.stat().st_size
+    result = run_in(project, command, env)
+    time.sleep(0.2)  # the server's logger writes on its own schedule
+    with log.open(encoding="utf-8", errors="replace") as lines:
+        lines.seek(start)
+        text = lines.read()
+    found = re.findall(r"LOG:  (?:statement|execute [^:]*): (.*)", text)
+    return result, [statement.strip() for statement in found]
+
+
+def test_the_programs_send_only_the_statements_they_need(
+    project: Path, postgres: PostgresServer, new_database: Callable[[str], str]
+) -> None:
+    # on a remote database (Neon) every statement is a round trip of milliseconds
+    database = new_database("round_trips")
+    env = {"DATABASE_URL": postgres.url(database)}
+    ok(run_in(project, "alembic upgrade head", env))
+    postgres.psql(f"ALTER DATABASE {database} SET log_statement = 'all'")
+
+    written, statements = statements_of(postgres, database, "write-once", project, env)
+    assert ok(written) == "Wrote marker\n"
+    assert statements == [
+        *DIALECT_SETUP,
+        # no pre-ping, no table lookup, no transaction around the head check
+        "SELECT version_num FROM alembic_version",
+        "BEGIN ISOLATION LEVEL READ COMMITTED",
+        "COPY markers (name) FROM STDIN",
+        "COMMIT",
+    ]
+
+    many = "x\n" * 30_000  # three batches
+    ok(run(project / ".venv" / "bin" / "write-once", "-", cwd=project, env=env, input=many))
+    read, statements = statements_of(postgres, database, "read-later", project, env)
+    assert ok(read).startswith("['persistent-check', 'x', ")
+    # one statement however many rows: no server-side cursor to declare, fetch from and close
+    assert statements == [
+        *DIALECT_SETUP,
+        "SELECT version_num FROM alembic_version",
+        "SELECT markers.name",  # the log shows a statement's first line
+    ]
+
+
+def test_write_once_and_read_later_work_through_pgbouncer_in_transaction_mode(
+    project: Path,
+    postgres: PostgresServer,
+    pgbouncer: PgBouncer,
+    new_database: Callable[[str], str],
+) -> None:
+    # Neon's pooled host: the programs on the pooler, the migrations on the server itself
+    database = new_database("pooled")
+    env = {"DATABASE_URL": pgbouncer.url(database), "DATABASE_URL_DIRECT": postgres.url(database)}
+    ok(run_in(project, "alembic upgrade head", env))
+    names = [f"pooled-{number}" for number in range(25_000)]
+    names[9_995 : 9_995 + len(TRICKY_NAMES)] = TRICKY_NAMES
+    stdin = "".join(f"{name}\n" for name in names)
+    program = project / ".venv" / "bin" / "write-once"
+    assert ok(run(program, "-", cwd=project, env=env, input=stdin)) == "Wrote 25000 markers\n"
+    assert ok(run_in(project, "read-later", env)) == f"{names!r}\n"
+
+    # a bad name after two batches have gone through the pooler: nothing of this batch stays
+    bad = [*names, *(f"late-{number}" for number in range(30_000))]
+    bad[-5] = "z" * 101
+    refused = run(program, "-", cwd=project, env=env, input="".join(f"{n}\n" for n in bad))
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.startswith(f"write-once: error: name {len(bad) - 4}: "), refused.stderr
+    assert_shows_no_password(refused)
+    assert postgres.psql("SELECT count(*) FROM markers", database) == str(len(names))
+
+
+def test_the_generated_write_tests_pass_through_pgbouncer(
+    project: Path, pgbouncer: PgBouncer, new_database: Callable[[str], str]
+) -> None:
+    # Ctrl-C and kill -9 mid-COPY, eight concurrent writers, the escapes: through the pooler
+    result = run(
+        project / ".venv" / "bin" / "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/test_transactions.py",
+        "tests/test_persistence.py",
+        "tests/test_bad_input.py::test_a_bad_name_late_in_a_large_batch_leaves_the_table_as_it_was",
+        cwd=project,
+        env={"TEST_DATABASE_URL": pgbouncer.url(new_database("pooled_tests"))},
+    )
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]

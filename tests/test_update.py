@@ -457,8 +457,8 @@ def test_switching_to_postgresql_adds_the_driver_and_touches_nothing_of_the_user
     assert "set up for **PostgreSQL**" in readme and "## Budgets" in readme
     pyproject = (project / "pyproject.toml").read_text()
     dependencies = pyproject.split("dependencies = [", 1)[1].split("]\n", 1)[0]
-    assert '"psycopg[binary]>=3.2,<4"' in dependencies
-    assert 'postgres = ["psycopg[binary]>=3.2,<4"]' in pyproject  # the extra stays
+    assert '"psycopg[binary]>=3.2.3,<4"' in dependencies
+    assert 'postgres = ["psycopg[binary]>=3.2.3,<4"]' in pyproject  # the extra stays
 
     # a plain `uv sync` installs the driver, and keeps it after `uv sync --extra postgres`
     for extras in ((), ("postgres",), ()):

@@ -18,8 +18,12 @@ SQLITE_BUSY_TIMEOUT = 30
 SQLITE_BEGIN = "sqlite_begin"
 
 
-def make_engine(url: URL) -> Engine:
-    """An engine for url, tuned for its backend; creates nothing in the database."""
+def make_engine(url: URL, pre_ping: bool = True) -> Engine:
+    """An engine for url, tuned for its backend; creates nothing in the database.
+
+    pre_ping=False is for a one-shot process, whose pooled connection is never idle long
+    enough to go stale: a ping would be one more round trip before every transaction.
+    """
     if url.get_backend_name() == "sqlite":
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
         event.listen(engine, "connect", _configure_sqlite)
@@ -30,8 +34,10 @@ def make_engine(url: URL) -> Engine:
         # short-lived processes: a small pool, checked before use (Neon suspends idle computes)
         pool_size=1,
         max_overflow=4,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_recycle=300,
+        # the project has no hstore column: looking the type up costs three statements per connect
+        use_native_hstore=False,
         connect_args={
             "connect_timeout": CONNECT_TIMEOUT,
             # PgBouncer in transaction mode (Neon's -pooler host) cannot keep prepared statements
@@ -40,13 +46,20 @@ def make_engine(url: URL) -> Engine:
     )
 
 
-def open_database(url: URL | None = None) -> sessionmaker[Session]:
-    """Sessions on a database the migrations have brought to head, or DatabaseSetupError."""
+def open_database(url: URL | None = None, pre_ping: bool = True) -> sessionmaker[Session]:
+    """Sessions on a database the migrations have brought to head, or DatabaseSetupError.
+
+    pre_ping: see make_engine; the programs, which exit within the second, pass False.
+    """
     url = url or database_url()
     with explained(url):
-        engine = make_engine(url)
+        engine = make_engine(url, pre_ping)
         _refuse_missing_sqlite_file(url)
         with engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                # the check is one statement: BEGIN and ROLLBACK around it would be two more
+                # round trips (SQLite keeps its own BEGIN, which _begin_sqlite sends)
+                connection.execution_options(isolation_level="AUTOCOMMIT")
             check_at_head(connection)
     return sessionmaker(engine)
 

@@ -4,7 +4,10 @@ import argparse
 import gc
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
+from contextlib import closing
+from itertools import islice
+from operator import itemgetter
 from typing import TextIO
 
 from sqlalchemy import select
@@ -21,12 +24,9 @@ CHUNK_SIZE = 10_000
 
 def read_names(sessions: sessionmaker[Session], out: TextIO) -> None:
     """Stream every name, in id order, to out as `print(list_of_names)` would show them."""
-    with sessions() as session:
-        names = session.scalars(
-            select(Marker.name).order_by(Marker.id),
-            execution_options={"yield_per": CHUNK_SIZE},
-        )
-        _write_list(names.partitions(), out)
+    # the rows stop first, whatever stopped the writing: the session cannot end during a query
+    with sessions() as session, closing(_name_chunks(session)) as chunks:
+        _write_list(chunks, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.parse_args(argv)
     try:
         url = database_url()
-        sessions = open_database(url)
+        sessions = open_database(url, pre_ping=False)
         with explained(url):
             read_names(sessions, sys.stdout)
     except DatabaseSetupError as exc:
@@ -52,6 +52,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     return 0
+
+
+def _name_chunks(session: Session) -> Generator[Sequence[str], None, None]:
+    query = select(Marker.name).order_by(Marker.id)
+    if session.get_bind().dialect.name == "postgresql":
+        # one statement whose rows arrive in chunks as the server sends them: no server-side
+        # cursor to declare, fetch from and close, and no transaction around a single statement
+        connection = session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        sql = str(query.compile(dialect=connection.dialect))
+        with driver.cursor() as cursor, closing(cursor.stream(sql, size=CHUNK_SIZE)) as rows:
+            while chunk := list(map(itemgetter(0), islice(rows, CHUNK_SIZE))):
+                yield chunk
+        return
+    yield from session.scalars(query, execution_options={"yield_per": CHUNK_SIZE}).partitions()
 
 
 def _write_list(chunks: Iterable[Sequence[str]], out: TextIO) -> None:

@@ -8,6 +8,7 @@ import ast
 from pathlib import Path
 
 from sqlalchemy import Connection, inspect, text
+from sqlalchemy.exc import DBAPIError
 
 from .config import MIGRATIONS_DIR
 from .errors import DatabaseSetupError
@@ -33,10 +34,18 @@ def migration_heads(versions: Path = VERSIONS_DIR) -> set[str]:
 
 
 def database_revisions(connection: Connection) -> set[str]:
-    """The revisions Alembic has stamped on the database (none before the first upgrade)."""
-    if not inspect(connection).has_table("alembic_version"):
-        return set()
-    return set(connection.scalars(text("SELECT version_num FROM alembic_version")))
+    """The revisions Alembic has stamped on the database (none before the first upgrade).
+
+    Without an alembic_version table, the connection's transaction is rolled back.
+    """
+    # one query, not a table lookup and then a query: on a remote database each is a round trip
+    try:
+        return set(connection.scalars(text("SELECT version_num FROM alembic_version")))
+    except DBAPIError as exc:
+        if not _is_missing_table(exc):
+            raise
+    connection.rollback()  # PostgreSQL refuses every further statement of a failed transaction
+    return set()
 
 
 def check_at_head(connection: Connection, versions: Path | None = None) -> None:
@@ -77,6 +86,12 @@ def _no_revision(connection: Connection, versions: Path) -> DatabaseSetupError:
         f"are what revision {first} creates, adopt them with `alembic stamp {first}`, then "
         "`alembic upgrade head` and `alembic check` (see the skill's alembic-migrations.md)"
     )
+
+
+def _is_missing_table(exc: DBAPIError) -> bool:
+    # psycopg gives PostgreSQL's SQLSTATE (42P01: undefined_table); sqlite3 only a message
+    reason = exc.orig
+    return getattr(reason, "sqlstate", None) == "42P01" or "no such table" in str(reason)
 
 
 def _first_revisions(versions: Path) -> set[str]:

@@ -4,7 +4,8 @@ import argparse
 import gc
 import io
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from itertools import islice
 
 from sqlalchemy import Connection, bindparam, insert
@@ -18,18 +19,16 @@ from .models.marker import InvalidName, Marker, check_names
 DEFAULT_NAME = "persistent-check"
 BATCH_SIZE = 10_000
 MARKERS = Marker.metadata.tables[Marker.__tablename__]
+COPY_MARKERS = f"COPY {MARKERS.name} ({MARKERS.c.name.name}) FROM STDIN"
 
 
 def write_names(sessions: sessionmaker[Session], names: Iterable[str]) -> int:
     """Check and insert every name in one transaction: all of them are stored, or none is."""
     count = 0
-    with sessions.begin() as session:
-        connection = session.connection()
-        sql, positional = _insert_statement(connection)
+    with sessions.begin() as session, _writer(session.connection()) as write:
         for batch in _batches(names, BATCH_SIZE):
             check_names(batch, first_number=count + 1)
-            rows = [(name,) for name in batch] if positional else [{"name": n} for n in batch]
-            connection.exec_driver_sql(sql, rows)
+            write(batch)
             count += len(batch)
     return count
 
@@ -63,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdin.reconfigure(errors="surrogateescape")
     try:
         url = database_url()
-        sessions = open_database(url)
+        sessions = open_database(url, pre_ping=False)
         with explained(url):
             count = write_names(sessions, names_from(args.names, sys.stdin))
     except DatabaseSetupError as exc:
@@ -78,13 +77,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _insert_statement(connection: Connection) -> tuple[str, bool]:
+@contextmanager
+def _writer(connection: Connection) -> Iterator[Callable[[list[str]], None]]:
+    """A function that stores a batch of checked names in the connection's transaction."""
+    if connection.dialect.name == "postgresql":
+        # COPY streams every batch into one statement, several times faster than INSERTs;
+        # psycopg escapes each name for COPY's text format, so every byte arrives as it was
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor, cursor.copy(COPY_MARKERS) as copy:
+
+            def copy_rows(batch: list[str]) -> None:
+                for name in batch:
+                    copy.write_row((name,))
+
+            yield copy_rows
+        return
+
     # SQLAlchemy converts every row's parameters to the driver's form, which for a million
     # rows costs as much as the inserts themselves; a plain string needs no conversion, so
     # the INSERT is compiled once for this database and the rows go to its driver as they are
-    statement = insert(MARKERS).values(name=bindparam("name"))
-    compiled = statement.compile(dialect=connection.dialect)
-    return str(compiled), compiled.positional
+    compiled = insert(MARKERS).values(name=bindparam("name")).compile(dialect=connection.dialect)
+    sql = str(compiled)
+
+    def insert_rows(batch: list[str]) -> None:
+        rows = [(name,) for name in batch] if compiled.positional else [{"name": n} for n in batch]
+        connection.exec_driver_sql(sql, rows)
+
+    yield insert_rows
 
 
 def _lines(stdin: Iterable[str]) -> Iterator[str]:
