@@ -415,13 +415,7 @@ def big_figures(
             target=1.3,
         ),
         compare(f"db-verify {short(rows)} rows vs read-later, wall", *verify, target=3.0),
-        Figure(
-            f"db-verify {short(rows)} rows, peak RSS",
-            mib(statistics.median(verify_rss)),
-            f"{mib(statistics.median(verify_small_rss))} (10 rows)",
-            statistics.median(verify_rss) / statistics.median(verify_small_rss),
-            target=1.3,
-        ),
+        rss_figure(f"db-verify {short(rows)} rows, peak RSS", verify_rss, verify_small_rss),
         Figure(
             f"write-once - {short(rows)} names",
             f"{ours_rate / 1000:,.0f}k rows/s",
@@ -585,13 +579,7 @@ def postgres_figures(
         compare(f"PostgreSQL: read-later ({runs + 1} rows)", *read, target=1.10),
         compare(f"PostgreSQL: read-later {short(rows)} rows, wall", *big_read, target=1.3),
         marginal(f"PostgreSQL: read-later {short(rows)} rows less 10 rows", big_read, small_read),
-        Figure(
-            f"PostgreSQL: read-later {short(rows)} rows, peak RSS",
-            mib(statistics.median(big_rss)),
-            f"{mib(statistics.median(small_rss))} (10 rows)",
-            statistics.median(big_rss) / statistics.median(small_rss),
-            target=1.3,
-        ),
+        rss_figure(f"PostgreSQL: read-later {short(rows)} rows, peak RSS", big_rss, small_rss),
         throughput(f"PostgreSQL: write-once - {short(rows)}, psql \\copy", rows, *write_copy, 0.6),
         throughput(
             f"PostgreSQL: write-once - {short(rows)}, psycopg copy()", rows, *write_raw, 0.6
@@ -677,6 +665,14 @@ def paired(
             mine.append(ours())
             theirs.append(baseline())
     return mine, theirs
+
+
+def rss_figure(label: str, big: Sequence[float], small: Sequence[float]) -> Figure:
+    """The median peak memory of a large run against a 10-row run of the same program."""
+    big_median, small_median = statistics.median(big), statistics.median(small)
+    return Figure(
+        label, mib(big_median), f"{mib(small_median)} (10 rows)", big_median / small_median, 1.3
+    )
 
 
 def compare(name: str, ours: list[Timing], baseline: list[Timing], target: float) -> Figure:

@@ -4,9 +4,9 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from copier import run_copy
@@ -19,6 +19,8 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 UV = os.environ.get("UV") or shutil.which("uv") or str(Path(sys.executable).parent / "uv")
 
 DEFAULT_ANSWERS = {"project_name": "Budget Tracker"}
+
+Started = TypeVar("Started")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -110,12 +112,7 @@ def git_commit_all(project: Path, message: str) -> None:
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     """A real PostgreSQL server for the session; fails rather than skips under CI."""
-    try:
-        server = start_postgres()
-    except (FileNotFoundError, OSError, subprocess.SubprocessError) as exc:
-        if IN_CI:
-            pytest.fail(f"PostgreSQL is required under CI and could not start: {exc}")
-        pytest.skip(f"PostgreSQL not available: {exc}")
+    server = start_or_skip("PostgreSQL", start_postgres)
     yield server
     server.stop()
 
@@ -123,11 +120,16 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServe
 @pytest.fixture(scope="session")
 def pgbouncer(postgres: PostgresServer) -> Iterator[PgBouncer]:
     """PgBouncer in transaction mode in front of the server; fails rather than skips under CI."""
-    try:
-        bouncer = start_pgbouncer(postgres)
-    except (FileNotFoundError, OSError, subprocess.SubprocessError) as exc:
-        if IN_CI:
-            pytest.fail(f"PgBouncer is required under CI and could not start: {exc}")
-        pytest.skip(f"PgBouncer not available: {exc}")
+    bouncer = start_or_skip("PgBouncer", lambda: start_pgbouncer(postgres))
     yield bouncer
     bouncer.stop()
+
+
+def start_or_skip(component: str, start: Callable[[], Started]) -> Started:
+    """start(), or skip the test when the component cannot start here; under CI, fail."""
+    try:
+        return start()
+    except (FileNotFoundError, OSError, subprocess.SubprocessError) as exc:
+        if IN_CI:
+            pytest.fail(f"{component} is required under CI and could not start: {exc}")
+        pytest.skip(f"{component} not available: {exc}")
