@@ -22,13 +22,13 @@ from typing import Any
 import alembic
 import sqlalchemy
 from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, MetaData, inspect
 from sqlalchemy.exc import CompileError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from .config import MIGRATIONS_DIR, PROJECT_ROOT
+from .config import PROJECT_ROOT
 from .errors import describe
+from .migrate import alembic_config
 from .verify import Database, verify
 
 SCHEMA_PATH = Path(__file__).with_name("evidence.schema.json")
@@ -189,10 +189,7 @@ def schema_sql(database: Database) -> str:
 def migrations_sql() -> str:
     """`alembic upgrade --sql base:head`: every migration as the SQL it runs, for review."""
     buffer = io.StringIO()
-    # not alembic.ini: its logging setup would print Alembic's progress lines on stderr
-    config = Config(output_buffer=buffer)
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    command.upgrade(config, "base:head", sql=True)
+    command.upgrade(alembic_config(output_buffer=buffer), "base:head", sql=True)
     return buffer.getvalue()
 
 

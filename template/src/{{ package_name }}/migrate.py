@@ -13,6 +13,7 @@ checked before the commit instead.
 import argparse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TextIO
 
 from alembic import command
 from alembic.config import Config
@@ -83,6 +84,16 @@ def check_foreign_keys(connection: Connection) -> None:
         )
 
 
+def alembic_config(output_buffer: TextIO | None = None) -> Config:
+    """Alembic's configuration without alembic.ini: where the scripts are is all it needs.
+
+    (alembic.ini also sets up logging, which would print Alembic's progress lines on stderr.)
+    """
+    config = Config(output_buffer=output_buffer)
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="db-migrate",
@@ -90,8 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "migrations' head, as `alembic upgrade head` does, from wherever the project is installed.",
     )
     parser.parse_args(argv)
-    config = Config()  # no alembic.ini: where the scripts are is all it needs
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config = alembic_config()
     try:
         heads = ScriptDirectory.from_config(config).get_heads()
         command.upgrade(config, "head")
