@@ -44,6 +44,14 @@ class PostgresServer:
             raise subprocess.SubprocessError(result.stderr.strip())
         return result.stdout.strip()
 
+    def tables(self, database: str) -> str:
+        """The public tables in database, by name, comma-separated."""
+        return self.psql(
+            "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables "
+            "WHERE schemaname = 'public'",
+            database,
+        )
+
     def create_database(self, name: str) -> str:
         """A new empty database owned by the test role; returns its URL."""
         self.psql(f'CREATE DATABASE "{name}" OWNER {ROLE}')

@@ -4,7 +4,8 @@ The workflow is linted (actionlint) and audited (zizmor, offline); then each job
 run in order with bash in a rendered, installed project, as a runner would run them: the
 SQLite job's as they are, the PostgreSQL job's against the test server, with the job's URLs
 mapped to a database there. The `uses:` steps are the runner's part: the checkout is the
-project folder, and uv is on PATH.
+project folder, and uv is on PATH. Where the PostgreSQL job's tests run, DATABASE_URL and
+DATABASE_URL_DIRECT also name a database with rows that matter: the tests never touch it.
 """
 
 import os
@@ -49,15 +50,25 @@ def path_with_uv(project: Path) -> str:
 
 
 def run_steps(
-    project: Path, job: dict[str, Any], map_env: Callable[[str, str], str]
+    project: Path,
+    job: dict[str, Any],
+    map_env: Callable[[str, str], str],
+    tests_env: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """Run the job's `run:` steps in order, as GitHub's bash does; each step's name and output."""
+    """Run the job's `run:` steps in order, as GitHub's bash does; each step's name and output.
+
+    tests_env: variables the machine has set where the tests run, under the job's own.
+    """
     outputs = {}
+    test_steps = [step for step in job["steps"] if step.get("run") == "uv run pytest"]
+    assert len(test_steps) == 1, "one step runs the tests, as `uv run pytest`"
     for step in job["steps"]:
         if "run" not in step:
             continue
         variables = {**job.get("env", {}), **step.get("env", {})}
         env = {"CI": "true", "PATH": path_with_uv(project)}
+        if step in test_steps:
+            env |= tests_env or {}
         env |= {name: map_env(name, str(value)) for name, value in variables.items()}
         bash = ("bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"])
         result = run(*bash, cwd=project, env=env)
@@ -152,12 +163,18 @@ def test_the_sqlite_jobs_steps_pass_in_a_generated_project(ci_project: Path) -> 
     assert ok(run("git", "status", "--porcelain", cwd=ci_project)) == ""
 
 
-def test_the_postgresql_jobs_steps_pass_against_a_real_server(
+def test_the_postgresql_jobs_steps_pass_and_never_touch_database_url(
     tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer
 ) -> None:
     project = render(tmp_path_factory.mktemp("ci-pg") / "budget-tracker", database="postgresql")
-    install(project)
+    scripts = install(project)
     git_commit_all(project, "Generated from the template, with uv.lock")
+    # where the tests run, DATABASE_URL (and DATABASE_URL_DIRECT) name a database that matters
+    precious_url = postgres.create_database("precious")
+    ok(run(scripts / "alembic", "upgrade", "head", cwd=project, env={"DATABASE_URL": precious_url}))
+    ok(run(scripts / "write-once", "sentinel", cwd=project, env={"DATABASE_URL": precious_url}))
+    postgres.psql("CREATE TABLE keep_me (note text); INSERT INTO keep_me VALUES ('mine')", "precious")
+    before = precious_snapshot(postgres)
     job = workflow(project)["jobs"]["postgresql"]
     service = job["services"]["postgres"]
     assert service["ports"] == ["5432:5432"]
@@ -178,11 +195,27 @@ def test_the_postgresql_jobs_steps_pass_against_a_real_server(
         mapped.append(name)
         return test_server_url
 
-    outputs = run_steps(project, job, on_the_test_server)
+    precious = {"DATABASE_URL": precious_url, "DATABASE_URL_DIRECT": precious_url}
+    outputs = run_steps(project, job, on_the_test_server, tests_env=precious)
     assert sorted(mapped) == ["DATABASE_URL", "TEST_DATABASE_URL"]
     tests = next(output for name, output in outputs.items() if name.startswith("Tests"))
     assert re.search(r"\d+ passed", tests)
     assert all(reason.startswith("SQLite only:") for reason in skip_reasons(tests)), tests
+    assert precious_snapshot(postgres) == before == "sentinel|mine|0001|alembic_version,keep_me,markers"
+    # the tests left their database empty: the migrations step built it, db-verify wrote nothing
+    assert postgres.psql("SELECT count(*) FROM markers", "ci_job") == "0"
+    assert postgres.tables("ci_job") == "alembic_version,markers"
+
+
+def precious_snapshot(postgres: PostgresServer) -> str:
+    """The precious database's rows, revision and tables, as one string to compare."""
+    rows = postgres.psql(
+        "SELECT (SELECT string_agg(name, ',' ORDER BY id) FROM markers), "
+        "(SELECT string_agg(note, ',') FROM keep_me), "
+        "(SELECT string_agg(version_num, ',') FROM alembic_version)",
+        "precious",
+    )
+    return f"{rows}|{postgres.tables('precious')}"
 
 
 # PRE-COMMIT ------------------------------------------------------------------------------

@@ -165,14 +165,6 @@ def prove(project: Path, env: dict[str, str] | None = None) -> None:
     assert_shows_no_password(checked)
 
 
-def tables(postgres: PostgresServer, database: str) -> str:
-    return postgres.psql(
-        "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables "
-        "WHERE schemaname = 'public'",
-        database,
-    )
-
-
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg"])
 def test_the_proof_runs_on_postgresql_for_every_url_form(
     scheme: str, project: Path, postgres: PostgresServer, new_database: Callable[[str], str]
@@ -212,7 +204,7 @@ def test_an_environment_variable_wins_over_dotenv(
     dotenv.write_text(f"DATABASE_URL={postgres.url(from_file)}?{NEON_QUERY}\n")
     prove(project, {"DATABASE_URL": postgres.url(from_environment)})
     assert postgres.psql("SELECT name FROM markers", from_environment) == "persistent-check"
-    assert tables(postgres, from_file) == ""
+    assert postgres.tables(from_file) == ""
 
 
 @pytest.mark.parametrize("where", ["environment", "dotenv"])
@@ -237,50 +229,12 @@ def test_migrations_run_on_database_url_direct_and_the_programs_on_database_url(
     upgraded = run_in(project, "alembic upgrade head", env)
     ok(upgraded)
     assert_shows_no_password(upgraded)
-    assert tables(postgres, direct) == "alembic_version,markers"
-    assert tables(postgres, pooled) == ""
+    assert postgres.tables(direct) == "alembic_version,markers"
+    assert postgres.tables(pooled) == ""
     # the programs use DATABASE_URL, which the migrations did not touch
     written = run_in(project, "write-once", env)
     assert written.returncode != 0
     assert "no schema yet" in written.stderr
-
-
-def test_the_generated_tests_pass_on_postgresql_and_never_touch_database_url(
-    project: Path, postgres: PostgresServer, new_database: Callable[[str], str]
-) -> None:
-    precious, scratch = new_database("precious"), new_database("scratch")
-    precious_env = {"DATABASE_URL": postgres.url(precious)}
-    ok(run_in(project, "alembic upgrade head", precious_env))
-    ok(run(project / ".venv" / "bin" / "write-once", "sentinel", cwd=project, env=precious_env))
-    postgres.psql("CREATE TABLE keep_me (note text); INSERT INTO keep_me VALUES ('mine')", precious)
-
-    def snapshot() -> str:
-        rows = postgres.psql(
-            "SELECT (SELECT string_agg(name, ',' ORDER BY id) FROM markers), "
-            "(SELECT string_agg(note, ',') FROM keep_me), "
-            "(SELECT string_agg(version_num, ',') FROM alembic_version)",
-            precious,
-        )
-        return f"{rows}|{tables(postgres, precious)}"
-
-    before = snapshot()
-    result = run(
-        project / ".venv" / "bin" / "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        cwd=project,
-        env={
-            "TEST_DATABASE_URL": postgres.url(scratch),
-            "DATABASE_URL": postgres.url(precious),
-            "DATABASE_URL_DIRECT": postgres.url(precious),
-        },
-    )
-    assert result.returncode == 0, result.stdout[-5000:]
-    assert " passed" in result.stdout
-    assert snapshot() == before == "sentinel|mine|0001|alembic_version,keep_me,markers"
-    # it found the database empty, and leaves it so
-    assert tables(postgres, scratch) == ""
 
 
 @pytest.fixture
