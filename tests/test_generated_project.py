@@ -231,25 +231,41 @@ class TestSkill:
         }  # fmt: skip
 
 
-SKILL_TEST = "tests/test_skill.py::test_every_block_runs_as_written[SKILL.md]"
+# a problem planted at the end of a document, after every block that runs, and what the
+# project's suite must say of it; one document each, so that one run finds all three
+PLANTED_IN_SKILL = {
+    "references/failures.md": (
+        "```bash\nuv run alembic upgrade heda\n```\n",
+        "this block failed: {block}:",
+    ),
+    "references/sqlalchemy-patterns.md": (
+        "```bash\necho \"['persistent-chek']\"  # prints ['persistent-check']\n```\n",
+        "no line `['persistent-check']`: {block}:",
+    ),
+    "examples/README.md": (
+        "```text\nuv run alembic upgrade head\n```\n",
+        "{block}: a ```text block is neither run nor marked",
+    ),
+}
 
 
 def test_a_broken_or_unmarked_block_in_the_skill_fails_the_projects_suite(tmp_path: Path) -> None:
     project = render(tmp_path / "p")
     bin_dir = install(project)
-    skill_md = project / ".claude" / "skills" / "database-deployment" / "SKILL.md"
-    original = skill_md.read_text()
-    planted = {
-        "this block failed": "```bash\nuv run alembic upgrade heda\n```\n",
-        "no line `['persistent-check']`": "```bash\nuv run read-later  # prints ['persistent-check']\n```\n",
-        "neither run nor marked": "```text\nuv run alembic upgrade head\n```\n",
-    }
-    for failure, block in planted.items():
-        skill_md.write_text(original.replace("## Decision Logic", f"{block}\n## Decision Logic"))
-        line = skill_md.read_text().splitlines().index(block.splitlines()[0]) + 1
-        result = run(bin_dir / "pytest", "-q", "-p", "no:cacheprovider", SKILL_TEST, cwd=project)
-        assert result.returncode == 1, result.stdout[-3000:]
-        assert f"SKILL.md, line {line}" in result.stdout and failure in result.stdout, result.stdout[-3000:]
+    skill = project / ".claude" / "skills" / "database-deployment"
+    expected = []
+    for document, (block, failure) in PLANTED_IN_SKILL.items():
+        text = (skill / document).read_text()
+        (skill / document).write_text(f"{text}\n{block}")
+        line = len(text.splitlines()) + 2
+        expected.append(failure.format(block=f"{document}, line {line}"))
+    node = "tests/test_skill.py::test_every_block_runs_as_written"
+    tests = [f"{node}[{document}]" for document in PLANTED_IN_SKILL]
+    result = run(bin_dir / "pytest", "-q", "-p", "no:cacheprovider", *tests, cwd=project)
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "3 failed" in result.stdout, result.stdout[-3000:]
+    missing = [failure for failure in expected if failure not in result.stdout]
+    assert missing == [], result.stdout[-6000:]
 
 
 CREDENTIAL_IN_URL = re.compile(r"[a-z0-9+]+://([^\s/:@'\"]+):([^\s@'\"]+)@")
