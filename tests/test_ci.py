@@ -1,29 +1,26 @@
 """The generated project's CI workflow and pre-commit hooks, checked and run for real.
 
 The workflow is linted (actionlint) and audited (zizmor, offline); then each job's `run:` steps
-run in order with bash in a rendered, installed project, as a runner would run them: the
-SQLite job's as they are, the PostgreSQL job's against the test server, with the job's URLs
-mapped to a database there. The `uses:` steps are the runner's part: the checkout is the
-project folder, and uv is on PATH. Where the PostgreSQL job's tests run, DATABASE_URL and
-DATABASE_URL_DIRECT also name a database with rows that matter: the tests never touch it.
+run in order with bash in a rendered, installed project, as a runner would run them
+(tests/workflow.py): the PostgreSQL job's here, against the test server, with the job's URLs
+mapped to a database there, and where its tests run DATABASE_URL and DATABASE_URL_DIRECT name
+a database with rows that matter, which they never touch; the SQLite job's in
+tests/test_update.py, in a project that took an update on top of its user's own model,
+migration, test and data.
 """
 
-import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import yaml
 
-from tests.conftest import UV, git_commit_all, install, ok, render, run
+from tests.conftest import git_commit_all, install, ok, render, run
 from tests.postgres import PostgresServer
+from tests.workflow import WORKFLOW, path_with_uv, run_steps, skip_reasons, tests_output, workflow
 
-WORKFLOW = Path(".github/workflows/ci.yml")
 # actionlint and zizmor come with the template's dev group, beside this interpreter
 TOOLS = Path(sys.executable).parent
 PINNED = re.compile(r"^\s*(?:-\s+)?uses:\s+[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+(\.\d+)*$")
@@ -33,56 +30,6 @@ def tool(name: str) -> Path:
     path = TOOLS / name
     assert path.is_file(), f"{name} is missing: `uv sync` installs the template's dev group"
     return path
-
-
-def workflow(project: Path) -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load((project / WORKFLOW).read_text())
-    return loaded
-
-
-def path_with_uv(project: Path) -> str:
-    """PATH with uv in front, as setup-uv leaves it; nothing else of the template's tools."""
-    tools = project.parent / f"{project.name}-tools"
-    tools.mkdir(exist_ok=True)
-    if not (tools / "uv").exists():
-        (tools / "uv").symlink_to(Path(UV).resolve())
-    return f"{tools}{os.pathsep}{os.environ['PATH']}"
-
-
-def run_steps(
-    project: Path,
-    job: dict[str, Any],
-    map_env: Callable[[str, str], str],
-    tests_env: dict[str, str] | None = None,
-) -> dict[str, str]:
-    """Run the job's `run:` steps in order, as GitHub's bash does; each step's name and output.
-
-    tests_env: variables the machine has set where the tests run, under the job's own.
-    """
-    outputs = {}
-    test_steps = [step for step in job["steps"] if step.get("run") == "uv run pytest"]
-    assert len(test_steps) == 1, "one step runs the tests, as `uv run pytest`"
-    for step in job["steps"]:
-        if "run" not in step:
-            continue
-        variables = {**job.get("env", {}), **step.get("env", {})}
-        env = {"CI": "true", "PATH": path_with_uv(project)}
-        if step in test_steps:
-            env |= tests_env or {}
-        env |= {name: map_env(name, str(value)) for name, value in variables.items()}
-        bash = ("bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"])
-        result = run(*bash, cwd=project, env=env)
-        name = step.get("name", step["run"])
-        assert result.returncode == 0, (
-            f"step {name!r} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-        )
-        outputs[name] = result.stdout
-    return outputs
-
-
-def skip_reasons(pytest_output: str) -> list[str]:
-    """Why each skipped test was skipped: only a test for the other database may be."""
-    return re.findall(r"^SKIPPED \[\d+\] [^:]+:\d+: (.*)$", pytest_output, re.MULTILINE)
 
 
 @pytest.fixture(scope="module")
@@ -152,17 +99,6 @@ def test_each_job_installs_from_the_lock_and_runs_the_checks(default_project: Pa
 # THE WORKFLOW, RUN -----------------------------------------------------------------------
 
 
-def test_the_sqlite_jobs_steps_pass_in_a_generated_project(ci_project: Path) -> None:
-    job = workflow(ci_project)["jobs"]["sqlite"]
-    outputs = run_steps(ci_project, job, lambda name, value: value)
-    assert len(outputs) == len([step for step in job["steps"] if "run" in step]) >= 7
-    tests = next(output for name, output in outputs.items() if name.startswith("Tests"))
-    assert re.search(r"\d+ passed", tests)
-    assert all(reason.startswith("PostgreSQL only:") for reason in skip_reasons(tests)), tests
-    assert (ci_project / "ci.db").is_file()  # the migrations step's own database, git-ignored
-    assert ok(run("git", "status", "--porcelain", cwd=ci_project)) == ""
-
-
 def test_the_postgresql_jobs_steps_pass_and_never_touch_database_url(
     tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer
 ) -> None:
@@ -198,7 +134,7 @@ def test_the_postgresql_jobs_steps_pass_and_never_touch_database_url(
     precious = {"DATABASE_URL": precious_url, "DATABASE_URL_DIRECT": precious_url}
     outputs = run_steps(project, job, on_the_test_server, tests_env=precious)
     assert sorted(mapped) == ["DATABASE_URL", "TEST_DATABASE_URL"]
-    tests = next(output for name, output in outputs.items() if name.startswith("Tests"))
+    tests = tests_output(outputs)
     assert re.search(r"\d+ passed", tests)
     assert all(reason.startswith("SQLite only:") for reason in skip_reasons(tests)), tests
     assert precious_snapshot(postgres) == before == "sentinel|mine|0001|alembic_version,keep_me,markers"

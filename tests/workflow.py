@@ -1,0 +1,71 @@
+"""The generated project's CI workflow, read, and its jobs' `run:` steps run as a runner would.
+
+The `uses:` steps are the runner's part: the checkout is the project folder, and uv is on PATH.
+"""
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.conftest import UV, run
+
+WORKFLOW = Path(".github/workflows/ci.yml")
+
+
+def workflow(project: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((project / WORKFLOW).read_text())
+    return loaded
+
+
+def path_with_uv(project: Path) -> str:
+    """PATH with uv in front, as setup-uv leaves it; nothing else of the template's tools."""
+    tools = project.parent / f"{project.name}-tools"
+    tools.mkdir(exist_ok=True)
+    if not (tools / "uv").exists():
+        (tools / "uv").symlink_to(Path(UV).resolve())
+    return f"{tools}{os.pathsep}{os.environ['PATH']}"
+
+
+def run_steps(
+    project: Path,
+    job: dict[str, Any],
+    map_env: Callable[[str, str], str],
+    tests_env: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """Run the job's `run:` steps in order, as GitHub's bash does; each step's name and output.
+
+    tests_env: variables the machine has set where the tests run, under the job's own.
+    """
+    outputs = {}
+    test_steps = [step for step in job["steps"] if step.get("run") == "uv run pytest"]
+    assert len(test_steps) == 1, "one step runs the tests, as `uv run pytest`"
+    for step in job["steps"]:
+        if "run" not in step:
+            continue
+        variables = {**job.get("env", {}), **step.get("env", {})}
+        env = {"CI": "true", "PATH": path_with_uv(project)}
+        if step in test_steps:
+            env |= tests_env or {}
+        env |= {name: map_env(name, str(value)) for name, value in variables.items()}
+        bash = ("bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"])
+        result = run(*bash, cwd=project, env=env)
+        name = step.get("name", step["run"])
+        assert result.returncode == 0, (
+            f"step {name!r} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
+        outputs[name] = result.stdout
+    return outputs
+
+
+def skip_reasons(pytest_output: str) -> list[str]:
+    """Why each skipped test was skipped: only a test for the other database may be."""
+    return re.findall(r"^SKIPPED \[\d+\] [^:]+:\d+: (.*)$", pytest_output, re.MULTILINE)
+
+
+def tests_output(outputs: dict[str, str]) -> str:
+    """What the job's tests step printed."""
+    return next(output for name, output in outputs.items() if name.startswith("Tests"))
