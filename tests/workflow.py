@@ -66,6 +66,6 @@ def skip_reasons(pytest_output: str) -> list[str]:
     return re.findall(r"^SKIPPED \[\d+\] [^:]+:\d+: (.*)$", pytest_output, re.MULTILINE)
 
 
-def tests_output(outputs: dict[str, str]) -> str:
+def printed_by_tests(outputs: dict[str, str]) -> str:
     """What the job's tests step printed."""
     return next(output for name, output in outputs.items() if name.startswith("Tests"))
