@@ -67,19 +67,29 @@ def run(
     )
 
 
+# this machine's, not a user's: no DATABASE_URL leaking in, and Python writes its bytecode
+# (PYTHONDONTWRITEBYTECODE=1, set here, makes each new process compile SQLAlchemy again)
+NOT_THE_USERS = (
+    "DATABASE_URL",
+    "DATABASE_URL_DIRECT",
+    "TEST_DATABASE_URL",
+    "VIRTUAL_ENV",
+    "PYTHONDONTWRITEBYTECODE",
+)
+
+
 def project_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment a user would have: no DATABASE_URL leaking in from this machine."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("DATABASE_URL", "DATABASE_URL_DIRECT", "TEST_DATABASE_URL", "VIRTUAL_ENV")
-    }
+    """The environment a user would have, plus extra."""
+    env = {key: value for key, value in os.environ.items() if key not in NOT_THE_USERS}
     return env | (extra or {})
 
 
 def install(project: Path, *extras: str) -> Path:
-    """uv sync the project (dev group included); returns its virtualenv's bin folder."""
-    command = [UV, "sync", "--quiet", "--compile-bytecode", *(f"--extra={e}" for e in extras)]
+    """uv sync the project (dev group included); returns its virtualenv's bin folder.
+
+    As the README's plain `uv sync`: nothing compiled up front, each first import writes its .pyc.
+    """
+    command = [UV, "sync", "--quiet", *(f"--extra={e}" for e in extras)]
     result = run(*command, cwd=project)
     assert result.returncode == 0, result.stderr
     return project / ".venv" / "bin"
