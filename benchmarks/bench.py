@@ -277,10 +277,7 @@ def proof_figure(
     label = "uv sync, lazy .pyc" if lazy else "uv sync --compile-bytecode"
     label = f"{label}, offline"
     step(f"rendered-to-proof ({label}) vs one lesson script run, {runs} runs")
-    env = project_env()
-    project_side = project_env()  # the rendered project's commands; copier keeps env
-    if lazy:
-        project_side.pop("PYTHONDONTWRITEBYTECODE", None)
+    env = project_env()  # a user's: each first import may write its .pyc
     # the cache is warm (the setup install filled it): --offline measures the install itself,
     # not a round trip to the package index that any install on any network may or may not pay
     bytecode = [] if lazy else ["--compile-bytecode"]
@@ -303,10 +300,10 @@ def proof_figure(
         venv_bin = project / ".venv" / "bin"
         steps: dict[str, tuple[Command, dict[str, str]]] = {
             "render": ([*render_command, project], env),
-            "install": (install_command, project_side),
-            "upgrade": ([venv_bin / "alembic", "upgrade", "head"], project_side),
-            "write-once": ([venv_bin / "write-once"], project_side),
-            "read-later": ([venv_bin / "read-later"], project_side),
+            "install": (install_command, env),
+            "upgrade": ([venv_bin / "alembic", "upgrade", "head"], env),
+            "write-once": ([venv_bin / "write-once"], env),
+            "read-later": ([venv_bin / "read-later"], env),
         }
         wall = cpu = 0.0
         for stage, (command, stage_env) in steps.items():
@@ -314,7 +311,7 @@ def proof_figure(
             stages.setdefault(stage, []).append(timing.wall)
             wall, cpu = wall + timing.wall, cpu + timing.cpu
         totals.append(Timing(wall, cpu))
-        printed = check(steps["read-later"][0], cwd=project, env=project_side)
+        printed = check(steps["read-later"][0], cwd=project, env=env)
         if printed != "['persistent-check']\n":
             raise BenchmarkError(f"the rendered project's read-later printed {printed!r}")
         for again in range(3):  # a short run is noisy: three baseline samples per proof

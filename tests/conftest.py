@@ -84,12 +84,14 @@ def project_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env | (extra or {})
 
 
-def install(project: Path, *extras: str) -> Path:
+def install(project: Path, *extras: str, compile_bytecode: bool = False) -> Path:
     """uv sync the project (dev group included); returns its virtualenv's bin folder.
 
-    As the README's plain `uv sync`: nothing compiled up front, each first import writes its .pyc.
+    As the README's plain `uv sync`, nothing is compiled up front and each first import writes
+    its .pyc; compile_bytecode compiles every installed package at once instead.
     """
-    command = [UV, "sync", "--quiet", *(f"--extra={e}" for e in extras)]
+    bytecode = ["--compile-bytecode"] if compile_bytecode else []
+    command = [UV, "sync", "--quiet", *bytecode, *(f"--extra={e}" for e in extras)]
     result = run(*command, cwd=project)
     assert result.returncode == 0, result.stderr
     return project / ".venv" / "bin"
