@@ -246,8 +246,11 @@ def forwarded_port(postgres: PostgresServer) -> Iterator[int]:
 
     def pump(source: socket.socket, sink: socket.socket) -> None:
         with source, sink:
-            while data := source.recv(65536):
-                sink.sendall(data)
+            try:
+                while data := source.recv(65536):
+                    sink.sendall(data)
+            except OSError:
+                pass  # the other direction's pump closed both ends first
 
     def forward() -> None:
         while not stop.is_set():
