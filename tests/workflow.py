@@ -66,6 +66,9 @@ def skip_reasons(pytest_output: str) -> list[str]:
     return re.findall(r"^SKIPPED \[\d+\] [^:]+:\d+: (.*)$", pytest_output, re.MULTILINE)
 
 
-def printed_by_tests(outputs: dict[str, str]) -> str:
-    """What the job's tests step printed."""
-    return next(output for name, output in outputs.items() if name.startswith("Tests"))
+def check_tests_step(outputs: dict[str, str], only_for: str) -> None:
+    """The job's tests step passed, and skipped only tests whose reason starts with only_for
+    (the other database's: "PostgreSQL only:" in the SQLite job, "SQLite only:" in the other)."""
+    tests = next(output for name, output in outputs.items() if name.startswith("Tests"))
+    assert re.search(r"\d+ passed", tests), tests
+    assert all(reason.startswith(only_for) for reason in skip_reasons(tests)), tests
