@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import pytest
 from copier import run_copy
@@ -95,6 +96,14 @@ def install(project: Path, *extras: str, compile_bytecode: bool = False) -> Path
     result = run(*command, cwd=project)
     assert result.returncode == 0, result.stderr
     return project / ".venv" / "bin"
+
+
+def database_name(url: str) -> str:
+    """How the projects' messages name the database url names (never with its password)."""
+    parts = urlsplit(url)
+    if parts.scheme.startswith("sqlite"):
+        return f"SQLite file {parts.path[1:]}"
+    return f"PostgreSQL database {parts.path[1:]} on {parts.hostname}:{parts.port}"
 
 
 def ok(result: "subprocess.CompletedProcess[str]") -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import UV, ok, render, run
+from tests.conftest import UV, database_name, ok, render, run
 from tests.postgres import PostgresServer
 
 
@@ -60,8 +60,9 @@ def test_an_installed_wheel_migrates_and_proves_from_an_empty_folder(
         url = f"sqlite:///{tmp_path / 'data' / 'app.db'}"
         (tmp_path / "data").mkdir()
     env = {"DATABASE_URL": url}
-    assert ok(run(bin_dir / "db-migrate", cwd=empty, env=env)) == "Database at head: 0001\n"
-    assert ok(run(bin_dir / "db-migrate", cwd=empty, env=env)) == "Database at head: 0001\n"
+    at_head = f"Database at head: 0001 ({database_name(url)})\n"
+    assert ok(run(bin_dir / "db-migrate", cwd=empty, env=env)) == at_head
+    assert ok(run(bin_dir / "db-migrate", cwd=empty, env=env)) == at_head
     assert ok(run(bin_dir / "write-once", cwd=empty, env=env)) == "Wrote marker\n"
     assert ok(run(bin_dir / "read-later", cwd=empty, env=env)) == "['persistent-check']\n"
     assert "FAIL" not in ok(run(bin_dir / "db-verify", cwd=empty, env=env))
@@ -106,7 +107,8 @@ def test_the_images_uv_commands_and_cmd_run_as_written(
         return run("sh", "-c", command, cwd=app, env={"DATABASE_URL": url, "PATH": path})
 
     url = postgres.create_database(f"image_{tmp_path.name[-8:].lower()}")
-    assert ok(in_image(cmd, url)) == "Database at head: 0001\n[]\n"
+    at_head = f"Database at head: 0001 ({database_name(url)})\n"
+    assert ok(in_image(cmd, url)) == f"{at_head}[]\n"
     ok(in_image("write-once", url))
-    assert ok(in_image(cmd, url)) == "Database at head: 0001\n['persistent-check']\n"
+    assert ok(in_image(cmd, url)) == f"{at_head}['persistent-check']\n"
     assert "DATABASE_URL is not set" in in_image(cmd, "").stderr

@@ -7,7 +7,7 @@ from dotenv import load_dotenv
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from .errors import DatabaseSetupError
+from .errors import DatabaseSetupError, name_database
 
 # the project folder (src/<package>/config.py -> three levels up), in a source checkout, where
 # app.db, .env and migrations/ are; an installed wheel has none, and carries its migrations
@@ -42,6 +42,24 @@ def migration_url() -> URL:
     direct host, so a project on Neon sets both.
     """
     return _url_from_env("DATABASE_URL_DIRECT") or database_url()
+
+
+def where_alembic_works(checked: URL) -> str:
+    """For a message about checked: '; ' and where `alembic` works, when that may be elsewhere.
+
+    Empty unless DATABASE_URL_DIRECT is set to another URL: then `alembic upgrade head`
+    migrates that database, and the advice to run it may not reach this one.
+    """
+    try:
+        direct = _url_from_env("DATABASE_URL_DIRECT")
+    except DatabaseSetupError:
+        return ""
+    if direct is None or direct == checked:
+        return ""
+    return (
+        f"; `alembic` works on DATABASE_URL_DIRECT, {name_database(direct)}: if that is "
+        "another database, point it at this one"
+    )
 
 
 def parse_database_url(raw: str, variable: str = "DATABASE_URL") -> URL:

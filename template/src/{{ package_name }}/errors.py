@@ -17,6 +17,20 @@ def describe(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
+def name_database(url: URL) -> str:
+    """The database a URL names, for a message: backend, host and name, never a credential."""
+    if url.get_backend_name() == "sqlite":
+        if url.database in (None, "", ":memory:"):
+            return "an in-memory SQLite database"
+        return f"SQLite file {url.database}"
+    backend = _BACKENDS.get(url.get_backend_name(), url.get_backend_name())
+    host = f"{url.host}:{url.port}" if url.port else url.host or "the local socket"
+    return f"{backend} database {url.database} on {host}"
+
+
+_BACKENDS = {"postgresql": "PostgreSQL"}
+
+
 @contextmanager
 def explained(url: URL) -> Iterator[None]:
     """Turn driver and configuration failures into a DatabaseSetupError that says what to do."""

@@ -22,9 +22,9 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
-from .config import MIGRATIONS_DIR
+from .config import MIGRATIONS_DIR, migration_url
 from .db import SQLITE_BEGIN
-from .errors import DatabaseSetupError
+from .errors import DatabaseSetupError, name_database
 
 # any number will do, as long as every process that migrates this database uses the same one
 POSTGRES_LOCK_KEY = 2_026_112_501
@@ -110,5 +110,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DBAPIError as exc:
         reason = " ".join(str(exc.orig).split())
         parser.exit(1, f"db-migrate: error: the migration failed and was rolled back: {reason}\n")
-    print(f"Database at head: {', '.join(sorted(heads))}")
+    print(f"Database at head: {', '.join(sorted(heads))} ({name_database(migration_url())})")
     return 0

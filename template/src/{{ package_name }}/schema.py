@@ -10,8 +10,8 @@ from pathlib import Path
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import DBAPIError
 
-from .config import MIGRATIONS_DIR
-from .errors import DatabaseSetupError
+from .config import MIGRATIONS_DIR, where_alembic_works
+from .errors import DatabaseSetupError, name_database
 
 VERSIONS_DIR = MIGRATIONS_DIR / "versions"
 
@@ -49,7 +49,10 @@ def database_revisions(connection: Connection) -> set[str]:
 
 
 def check_at_head(connection: Connection, versions: Path | None = None) -> None:
-    """Raise DatabaseSetupError unless the database is at the migrations' head."""
+    """Raise DatabaseSetupError unless the database is at the migrations' head.
+
+    The message names the database it checked, and where `alembic` works if that may differ.
+    """
     versions = versions or VERSIONS_DIR
     revisions, parents = revision_graph(versions)
     if not revisions:
@@ -61,28 +64,33 @@ def check_at_head(connection: Connection, versions: Path | None = None) -> None:
     current = database_revisions(connection)
     if current == heads:
         return
+    url = connection.engine.url
+    database = f"the database ({name_database(url)})"
     if not current:
-        raise _no_revision(connection, versions)
-    if unknown := current - revisions:
-        raise DatabaseSetupError(
-            f"the database is at revision {', '.join(sorted(unknown))}, which this project's "
+        problem = _no_revision(connection, versions, database)
+    elif unknown := current - revisions:
+        problem = (
+            f"{database} is at revision {', '.join(sorted(unknown))}, which this project's "
             "migrations do not have; check DATABASE_URL and compare with `alembic history`"
         )
-    raise DatabaseSetupError(
-        f"the database is at revision {', '.join(sorted(current))}, older than "
-        f"{', '.join(sorted(heads))}; run `alembic upgrade head`"
-    )
+    else:
+        problem = (
+            f"{database} is at revision {', '.join(sorted(current))}, older than "
+            f"{', '.join(sorted(heads))}; run `alembic upgrade head`"
+        )
+    raise DatabaseSetupError(problem + where_alembic_works(url))
 
 
-def _no_revision(connection: Connection, versions: Path) -> DatabaseSetupError:
-    tables = inspect(connection).get_table_names()
+def _no_revision(connection: Connection, versions: Path, database: str) -> str:
+    # an empty alembic_version is what `alembic downgrade base` leaves: no schema either
+    tables = [name for name in inspect(connection).get_table_names() if name != "alembic_version"]
     if not tables:
-        return DatabaseSetupError("the database has no schema yet; run `alembic upgrade head`")
+        return f"{database} has no schema yet; run `alembic upgrade head`"
     # made without the migrations (the lesson's scripts call create_all): upgrading would try
     # to create tables that are there, and stamping a revision whose tables differ hides it
     first = ", ".join(sorted(_first_revisions(versions)))
-    return DatabaseSetupError(
-        f"the database has tables ({', '.join(sorted(tables))}) but no migration history; if they "
+    return (
+        f"{database} has tables ({', '.join(sorted(tables))}) but no migration history; if they "
         f"are what revision {first} creates, adopt them with `alembic stamp {first}`, then "
         "`alembic upgrade head` and `alembic check` (see the skill's alembic-migrations.md)"
     )

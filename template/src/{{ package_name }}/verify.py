@@ -35,9 +35,9 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Mapper, Session
 
-from .config import MIGRATIONS_DIR
+from .config import MIGRATIONS_DIR, where_alembic_works
 from .db import CONNECT_TIMEOUT, make_engine
-from .errors import DatabaseSetupError, describe, explained, missing_folder
+from .errors import DatabaseSetupError, describe, explained, missing_folder, name_database
 from .models.base import Base  # models/__init__.py, run first, imports every model
 
 # rows fetched per round trip on both paths; memory stays flat however big a table is
@@ -246,15 +246,19 @@ def _check_revision(
     result.current[:] = sorted(MigrationContext.configure(database.connection).get_current_heads())
     current, heads = set(result.current), set(result.heads)
     at, head = ", ".join(result.current), ", ".join(result.heads)
+    name = name_database(database.url)
     if current == heads:
-        return True, f"at {head}, the scripts' head"
+        return True, f"{name} at {head}, the scripts' head"
+    elsewhere = where_alembic_works(database.url)
     if not current:
-        return False, "no revision stamped on the database; run `alembic upgrade head`"
+        return False, f"no revision stamped on {name}; run `alembic upgrade head`{elsewhere}"
     if unknown := current - _known(script):
-        return False, f"at {', '.join(sorted(unknown))}, which the migration scripts do not have"
+        unknown_ids = ", ".join(sorted(unknown))
+        return False, f"{name} at {unknown_ids}, which the migration scripts do not have"
     if current <= _ancestors(script, heads):
-        return False, f"at {at}, behind the scripts' head {head}; run `alembic upgrade head`"
-    return False, f"at {at}, not the scripts' head {head}"
+        behind = f"{name} at {at}, behind the scripts' head {head}"
+        return False, f"{behind}; run `alembic upgrade head`{elsewhere}"
+    return False, f"{name} at {at}, not the scripts' head {head}"
 
 
 def _check_schema(database: Database) -> tuple[bool, str]:
