@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from dotenv import load_dotenv
+from dotenv import dotenv_values, load_dotenv
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -42,6 +42,15 @@ def migration_url() -> URL:
     direct host, so a project on Neon sets both.
     """
     return _url_from_env("DATABASE_URL_DIRECT") or database_url()
+
+
+def test_database_setting() -> str:
+    """TEST_DATABASE_URL as the tests read it (the environment, else .env); '' when unset.
+
+    Unset, every test gets a new SQLite file of its own.
+    """
+    raw = os.environ.get("TEST_DATABASE_URL") or dotenv_values(_dotenv()).get("TEST_DATABASE_URL")
+    return (raw or "").strip()
 
 
 def where_alembic_works(checked: URL) -> str:
@@ -95,8 +104,12 @@ def _not_a_url(variable: str) -> DatabaseSetupError:
 
 
 def _url_from_env(variable: str) -> URL | None:
-    # a real environment variable wins over .env (load_dotenv never overrides); an installed
-    # copy reads the .env of the folder it runs in
-    load_dotenv((PROJECT_ROOT if IN_SOURCE_CHECKOUT else Path.cwd()) / ".env")
+    # a real environment variable wins over .env (load_dotenv never overrides)
+    load_dotenv(_dotenv())
     raw = os.environ.get(variable, "")
     return parse_database_url(raw, variable) if raw.strip() else None
+
+
+def _dotenv() -> Path:
+    # an installed copy reads the .env of the folder it runs in
+    return (PROJECT_ROOT if IN_SOURCE_CHECKOUT else Path.cwd()) / ".env"

@@ -2,6 +2,7 @@
 
 import argparse
 import gc
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,7 +10,15 @@ from alembic.util import CommandError
 
 from .config import database_url
 from .errors import DatabaseSetupError, explained
-from .evidence import collect, default_output, migrations_sql, run_tests, utc_now, write_bundle
+from .evidence import (
+    collect,
+    default_output,
+    migrations_sql,
+    run_tests,
+    tests_elsewhere,
+    utc_now,
+    write_bundle,
+)
 from .verify import connect
 
 
@@ -56,5 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"db-evidence: error: cannot write {output}: {exc.strerror}\n")
     except KeyboardInterrupt:
         parser.exit(130, "db-evidence: interrupted\n")
+    if warning := tests_elsewhere(evidence):
+        print(f"db-evidence: warning: {warning}", file=sys.stderr)
     print(output)
     return 0 if evidence["verdict"] == "pass" else 1

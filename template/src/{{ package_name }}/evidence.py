@@ -26,14 +26,14 @@ from sqlalchemy import Connection, MetaData, inspect
 from sqlalchemy.exc import CompileError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from .config import PROJECT_ROOT
-from .errors import describe
+from .config import PROJECT_ROOT, parse_database_url, test_database_setting
+from .errors import DatabaseSetupError, describe
 from .migrate import alembic_config
 from .verify import Database, verify
 
 SCHEMA_PATH = Path(__file__).with_name("evidence.schema.json")
 EVIDENCE_DIR = PROJECT_ROOT / "evidence"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def default_output(now: datetime) -> Path:
@@ -42,7 +42,7 @@ def default_output(now: datetime) -> Path:
 
 
 def collect(
-    database: Database, now: datetime, tests: dict[str, int] | None = None
+    database: Database, now: datetime, tests: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], str]:
     """evidence.json's content and schema.sql's text."""
     result = verify(database)
@@ -193,8 +193,9 @@ def migrations_sql() -> str:
     return buffer.getvalue()
 
 
-def run_tests(arguments: list[str] | None = None, cwd: Path = PROJECT_ROOT) -> dict[str, int]:
-    """Run the project's pytest in a new process; its counts, read from its JUnit XML."""
+def run_tests(arguments: list[str] | None = None, cwd: Path = PROJECT_ROOT) -> dict[str, Any]:
+    """Run the project's pytest in a new process: its counts, read from its JUnit XML, and
+    the database the tests ran on."""
     with tempfile.TemporaryDirectory() as folder:
         # the XML stays out of the bundle: a failure's message could quote anything
         junit = Path(folder) / "junit.xml"
@@ -204,8 +205,30 @@ def run_tests(arguments: list[str] | None = None, cwd: Path = PROJECT_ROOT) -> d
             cwd=cwd, stdout=sys.stderr, check=False,
         )  # fmt: skip
         counts = tests_summary(junit) if junit.exists() else _no_counts()
-    counts["exit_code"] = completed.returncode
-    return counts
+    return {**counts, "exit_code": completed.returncode, "database": tests_database()}
+
+
+def tests_database() -> dict[str, str | None]:
+    """The database the tests run on, as the tests' conftest.py decides: backend, masked URL."""
+    raw = test_database_setting()
+    if not raw:
+        return {"backend": "sqlite", "url": None}  # a new SQLite file for each test
+    try:
+        url = parse_database_url(raw, "TEST_DATABASE_URL")
+    except DatabaseSetupError:
+        return {"backend": "unknown", "url": None}  # the tests themselves refused it
+    return {"backend": url.get_backend_name(), "url": describe(url)}
+
+
+def tests_elsewhere(evidence: dict[str, Any]) -> str | None:
+    """A warning when the tests ran on another backend than the database under release."""
+    tests, backend = evidence["tests"], evidence["database"]["backend"]
+    if tests is None or tests["database"]["backend"] == backend:
+        return None
+    return (
+        f"the tests ran on {tests['database']['backend']}, the database under release is "
+        f"{backend}; set TEST_DATABASE_URL to an empty {backend} database to test on it"
+    )
 
 
 def tests_summary(junit: Path) -> dict[str, int]:
@@ -266,15 +289,18 @@ def as_markdown(evidence: dict[str, Any]) -> str:
     if tests is None:
         lines.append("Not run (`db-evidence --run-tests` runs them).")
     else:
+        where = tests["database"]["url"] or "a new SQLite file for each test"
         lines.append(
             f"{tests['passed']} passed, {tests['failed']} failed, {tests['errors']} errors, "
             f"{tests['skipped']} skipped of {tests['total']} "
-            f"(pytest exit code {tests['exit_code']})"
+            f"(pytest exit code {tests['exit_code']}), on {tests['database']['backend']}: {where}"
         )
+        if warning := tests_elsewhere(evidence):
+            lines += ["", f"Warning: {warning}."]
     return "\n".join(lines) + "\n"
 
 
-def _tests_passed(tests: dict[str, int]) -> bool:
+def _tests_passed(tests: dict[str, Any]) -> bool:
     return tests["exit_code"] == 0 and tests["total"] > 0 and not tests["failed"] + tests["errors"]
 
 
