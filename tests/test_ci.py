@@ -9,6 +9,7 @@ tests/test_update.py, in a project that took an update on top of its user's own 
 migration, test and data.
 """
 
+import json
 import re
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import git_commit_all, install, ok, render, run
+from tests.growth import grow
 from tests.postgres import PostgresServer
 from tests.workflow import WORKFLOW, check_tests_step, path_with_uv, run_steps, workflow
 
@@ -104,11 +106,11 @@ def test_the_postgresql_jobs_steps_pass_and_never_touch_database_url(
 ) -> None:
     project = render(tmp_path_factory.mktemp("ci-pg") / "budget-tracker", database="postgresql")
     scripts = install(project)
-    git_commit_all(project, "Generated from the template, with uv.lock")
-    # where the tests run, DATABASE_URL (and DATABASE_URL_DIRECT) name a database that matters
+    # where the tests run, DATABASE_URL (and DATABASE_URL_DIRECT) name a database that matters:
+    # the user's, on which they grew the project as its README and skill say
     precious_url = postgres.create_database("precious")
-    ok(run(scripts / "alembic", "upgrade", "head", cwd=project, env={"DATABASE_URL": precious_url}))
-    ok(run(scripts / "write-once", "sentinel", cwd=project, env={"DATABASE_URL": precious_url}))
+    revision = grow(project, env={"DATABASE_URL": precious_url})
+    git_commit_all(project, "Generated from the template and grown, with uv.lock")
     postgres.psql("CREATE TABLE keep_me (note text); INSERT INTO keep_me VALUES ('mine')", "precious")
     before = precious_snapshot(postgres)
     job = workflow(project)["jobs"]["postgresql"]
@@ -135,10 +137,24 @@ def test_the_postgresql_jobs_steps_pass_and_never_touch_database_url(
     outputs = run_steps(project, job, on_the_test_server, tests_env=precious)
     assert sorted(mapped) == ["DATABASE_URL", "TEST_DATABASE_URL"]
     check_tests_step(outputs, only_for="SQLite only:")
-    assert precious_snapshot(postgres) == before == "sentinel|mine|0001|alembic_version,keep_me,markers"
+    head = revision.name.split("_")[0]
+    tables = "alembic_version,budgets,keep_me,marker_notes,markers,notes"
+    assert precious_snapshot(postgres) == before == f"rent,groceries|mine|{head}|{tables}"
     # the tests left their database empty: the migrations step built it, db-verify wrote nothing
     assert postgres.psql("SELECT count(*) FROM markers", "ci_job") == "0"
-    assert postgres.tables("ci_job") == "alembic_version,markers"
+    assert postgres.tables("ci_job") == "alembic_version,budgets,marker_notes,markers,notes"
+
+    # the release: the evidence of the user's database, the tests run on an empty PostgreSQL one
+    bundle = project.parent / "release-evidence"
+    env = {"DATABASE_URL": precious_url, "TEST_DATABASE_URL": postgres.create_database("release")}
+    released = run(scripts / "db-evidence", "--run-tests", "--output", bundle, cwd=project, env=env)
+    assert released.returncode == 0, released.stdout + released.stderr[-4000:]
+    evidence = json.loads((bundle / "evidence.json").read_text())
+    assert evidence["verdict"] == "pass" and evidence["tests"]["failed"] == 0
+    assert evidence["tests"]["database"]["backend"] == evidence["database"]["backend"] == "postgresql"
+    assert "db-evidence: warning" not in released.stderr
+    assert evidence["row_counts"] == {"budgets": 2, "marker_notes": 1, "markers": 2, "notes": 1}
+    assert precious_snapshot(postgres) == before
 
 
 def precious_snapshot(postgres: PostgresServer) -> str:

@@ -16,6 +16,7 @@ from copier import run_update
 from copier.errors import UnsafeTemplateError
 
 from tests.conftest import ROOT, install, ok, render, run
+from tests.growth import BUDGET_MODEL, MODELS, grow
 from tests.workflow import check_tests_step, run_steps, workflow
 
 VERSIONS = Path("template/migrations/versions")
@@ -26,41 +27,6 @@ RELEASED_REVISIONS = {"0001_create_markers.py"}
 SHIPPED_CHECK = "tests/test_no_conflict_markers.py"
 SKILL = Path(".claude/skills/database-deployment")
 SKILL_TEMPLATE = Path("template/{{ skills_dir }}/database-deployment")
-MODELS = Path("src/budget_tracker/models")
-BUDGET_MODEL = '''"""Budget: how much may be spent on one category each month."""
-
-from sqlalchemy import String
-from sqlalchemy.orm import Mapped, mapped_column
-
-from .base import Base
-
-
-class Budget(Base):
-    __tablename__ = "budgets"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    category: Mapped[str] = mapped_column(String(50), unique=True)
-    limit_cents: Mapped[int]
-
-    def __repr__(self) -> str:
-        return f"Budget(id={self.id!r}, category={self.category!r})"
-'''
-BUDGET_TEST = '''"""Budgets, the project's own table, next to the template's markers."""
-
-from sqlalchemy import Engine, insert, select
-from sqlalchemy.engine import URL
-
-from budget_tracker.models import Budget
-
-
-def test_a_budget_is_stored(migrated: URL, engine: Engine) -> None:
-    with engine.begin() as connection:
-        connection.execute(insert(Budget), [{"category": "rent", "limit_cents": 120_000}])
-    with engine.connect() as connection:
-        assert connection.scalars(select(Budget.category)).all() == ["rent"]
-'''
-
-
 @pytest.fixture(autouse=True)
 def isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Git as on a fresh machine, for these tests and for copier: no hooks, signing or aliases."""
@@ -239,23 +205,16 @@ def test_an_update_merges_a_release_with_the_users_work_and_the_ci_job_passes(
     scripts = install(project)
     ok(run(scripts / "alembic", "upgrade", "head", cwd=project))
 
-    # the user's work: docs, the skill, a model of their own with its migration, a test, data
+    # the user's work: docs, the skill, the project grown as its README and skill say (models
+    # of their own, a relationship on Marker, the revision, a test, rows in every table)
     append(project / "README.md", "\n## Budgets\n\nOne budget per category, in cents.\n")
     append(project / SKILL / "SKILL.md", "\n## This project\n- Amounts are integer cents.\n")
     append(project / ".env.example", "\n# SENTRY_DSN=https://key@sentry.example.com/1\n")
-    (project / MODELS / "budget.py").write_text(BUDGET_MODEL)
-    replace_once(
-        project / MODELS / "__init__.py", "from .marker", "from .budget import Budget\nfrom .marker"
-    )
-    replace_once(project / MODELS / "__init__.py", '"Base", ', '"Base", "Budget", ')
-    ok(run(scripts / "alembic", "revision", "--autogenerate", "-m", "add budgets", cwd=project))
-    ok(run(scripts / "alembic", "upgrade", "head", cwd=project))
-    (project / "tests" / "test_budgets.py").write_text(BUDGET_TEST)
+    migration = grow(project)
     (project / SKILL / "references" / "neon.md").unlink()  # not on Neon: deleted for good
-    assert ok(run(scripts / "write-once", "rent", "groceries", cwd=project)) == "Wrote 2 markers\n"
-    commit(project, "Budgets")  # uv.lock included; .venv and app.db are git-ignored
-    (migration,) = (project / "migrations" / "versions").glob("*_add_budgets.py")
-    own = [MODELS / "budget.py", MODELS / "__init__.py", Path("tests/test_budgets.py"), migration]
+    commit(project, "Budgets and notes")  # uv.lock included; .venv and app.db are git-ignored
+    modules = ("budget.py", "note.py", "marker_note.py", "marker.py", "__init__.py")
+    own = [*(MODELS / name for name in modules), Path("tests/test_budgets.py"), migration]
     own_before = [(project / path).read_bytes() for path in own]
 
     # the release: changes beside the user's in the same files, a new file, an env.py change
