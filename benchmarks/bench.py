@@ -147,6 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=15, help="runs per small figure (median)")
     parser.add_argument("--big-runs", type=int, default=3, help="runs per 1M-row figure")
     parser.add_argument("--proof-runs", type=int, default=3, help="render-to-proof runs")
+    parser.add_argument(
+        "--suite-runs", type=int, default=1, help="runs of the project's own test suite (0: none)"
+    )
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows for the big figures")
     parser.add_argument(
         "--postgres",
@@ -195,6 +198,8 @@ def measure(tmp: Path, args: argparse.Namespace) -> tuple[list[Figure], list[str
     if args.postgres != "only":
         copier = copier_with_bytecode(tmp, notes)
         figures += small_figures(project, bin_dir, lesson, args.runs)
+        if args.suite_runs:
+            figures.append(suite_figure(project, bin_dir, lesson, args.suite_runs))
         for lazy in (False, True):
             figures.append(
                 proof_figure(tmp, bin_dir, copier, args.template, args.proof_runs, notes, lazy)
@@ -239,6 +244,24 @@ def small_figures(project: Path, bin_dir: Path, lesson: Path, runs: int) -> list
         compare(f"read-later ({runs + 1} rows)", *read, target=1.10),
         compare(f"db-verify ({runs + 1} rows) vs read-later", *verify, target=2.0),
     ]
+
+
+# the project's suite on SQLite may take at most 45 s where a lesson script run takes 0.23 s
+SUITE_TARGET = 45 / 0.23
+
+
+def suite_figure(project: Path, bin_dir: Path, lesson: Path, runs: int) -> Figure:
+    """Figure 1b: the project's own test suite on SQLite, against one lesson script run.
+
+    The suite spawns real processes (the proof, eight writers, kill -9), so its time is
+    mostly theirs; the lesson's write_once.py is the unit a process costs here.
+    """
+    step(f"the project's own pytest on SQLite vs one lesson script run, {runs} run(s)")
+    suite: Command = [bin_dir / "pytest", "-q", "-p", "no:cacheprovider"]
+    check(suite, cwd=project)  # warm-up: every test's first import writes its .pyc
+    lesson_write: Command = [bin_dir / "python", "write_once.py"]
+    ours, baseline = paired(lambda: timed(suite, project), lambda: timed(lesson_write, lesson), runs)
+    return compare("the project's test suite (SQLite)", ours, baseline, target=SUITE_TARGET)
 
 
 def copier_with_bytecode(tmp: Path, notes: list[str]) -> Path:
