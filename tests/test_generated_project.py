@@ -231,7 +231,7 @@ class TestSkill:
 
 
 # a problem planted at the end of a document, after every block that runs, and what the
-# project's suite must say of it; one document each, so that one run finds all three
+# project's suite must say of it; one document each, so that one run finds them all
 PLANTED_IN_SKILL = {
     "references/failures.md": (
         "```bash\nuv run alembic upgrade heda\n```\n",
@@ -245,6 +245,18 @@ PLANTED_IN_SKILL = {
         "```text\nuv run alembic upgrade head\n```\n",
         "{block}: a ```text block is neither run nor marked",
     ),
+    # a recipe never replaces the user's files, nor what they hold
+    "references/relationships.md": (
+        "<!-- file: src/budget_tracker/models/__init__.py -->\n```python\nfrom .base import Base\n```\n",
+        ("{block}: the project has src/budget_tracker/models/__init__.py already, and this "
+         "recipe would replace it"),
+    ),
+    "references/new-model.md": (
+        ("<!-- add to: src/budget_tracker/models/marker.py -->\n"
+         "```python\nclass Marker(Base):\n    name: Mapped[str]\n```\n"),
+        ("{block}: Marker.name is in src/budget_tracker/models/marker.py already, and this "
+         "recipe would replace it"),
+    ),
 }
 
 
@@ -256,15 +268,71 @@ def test_a_broken_or_unmarked_block_in_the_skill_fails_the_projects_suite(tmp_pa
     for document, (block, failure) in PLANTED_IN_SKILL.items():
         text = (skill / document).read_text()
         (skill / document).write_text(f"{text}\n{block}")
-        line = len(text.splitlines()) + 2
+        line = len(text.splitlines()) + 2 + block.split("```")[0].count("\n")
         expected.append(failure.format(block=f"{document}, line {line}"))
     node = "tests/test_skill.py::test_every_block_runs_as_written"
     tests = [f"{node}[{document}]" for document in PLANTED_IN_SKILL]
     result = run(bin_dir / "pytest", "-q", "-p", "no:cacheprovider", *tests, cwd=project)
     assert result.returncode == 1, result.stdout[-3000:]
-    assert "3 failed" in result.stdout, result.stdout[-3000:]
+    assert f"{len(PLANTED_IN_SKILL)} failed" in result.stdout, result.stdout[-3000:]
     missing = [failure for failure in expected if failure not in result.stdout]
     assert missing == [], result.stdout[-6000:]
+
+
+# a model of the user's own, related to Marker both ways, as the relationship recipe teaches
+USERS_NOTE_MODEL = '''"""Note: the user's own notes about a marker."""
+
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .base import Base
+from .marker import Marker
+
+
+class Note(Base):
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    marker_id: Mapped[int] = mapped_column(ForeignKey("markers.id"), index=True)
+    text: Mapped[str] = mapped_column(String(200))
+    marker: Mapped[Marker] = relationship(back_populates="notes")
+'''
+
+
+def edit(path: Path, *changes: tuple[str, str]) -> None:
+    """Make each (old, new) change in path's text, where old occurs exactly once."""
+    text = path.read_text()
+    for old, new in changes:
+        assert text.count(old) == 1, f"{path}: {old!r}"
+        text = text.replace(old, new)
+    path.write_text(text)
+
+
+def test_the_skills_recipes_keep_the_users_own_models(tmp_path: Path) -> None:
+    # the recipes add to models/__init__.py and to Marker; one that replaced either would lose
+    # Note, and Marker.notes would name a model that is gone (KeyError: 'Note')
+    project = render(tmp_path / "p")
+    bin_dir = install(project)
+    models = project / "src" / "budget_tracker" / "models"
+    (models / "note.py").write_text(USERS_NOTE_MODEL)
+    edit(
+        models / "__init__.py",
+        ("from .marker import Marker\n", "from .marker import Marker\nfrom .note import Note\n"),
+        ('"Marker"]', '"Marker", "Note"]'),
+    )
+    edit(
+        models / "marker.py",
+        ("from collections.abc import Sequence\n", "from collections.abc import Sequence\nfrom typing import TYPE_CHECKING\n"),
+        ("mapped_column\n", "mapped_column, relationship\n"),
+        ("from .base import Base\n", "from .base import Base\n\nif TYPE_CHECKING:\n    from .note import Note\n"),
+        ("    def __repr__", '    notes: Mapped[list["Note"]] = relationship(back_populates="marker")\n\n    def __repr__'),
+    )  # fmt: skip
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}"}
+    ok(run(bin_dir / "alembic", "upgrade", "head", cwd=project, env=env))
+    ok(run(bin_dir / "alembic", "revision", "--autogenerate", "-m", "add notes", cwd=project, env=env))
+
+    result = run(bin_dir / "pytest", "-q", "-p", "no:cacheprovider", "tests/test_skill.py", cwd=project)
+    assert result.returncode == 0, result.stdout[-6000:]
 
 
 CREDENTIAL_IN_URL = re.compile(r"[a-z0-9+]+://([^\s/:@'\"]+):([^\s@'\"]+)@")
