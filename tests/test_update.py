@@ -7,6 +7,7 @@ The policy under test is docs/updating.md and docs/decisions/0006-template-updat
 
 import re
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -489,3 +490,57 @@ def test_switching_to_postgresql_adds_the_driver_and_touches_nothing_of_the_user
         scripts = install(project, *extras)
         ok(run(scripts / "python", "-c", "import psycopg", cwd=project))
     assert ok(run(scripts / "read-later", cwd=project)) == "['on-sqlite']\n"
+
+
+def register_budget_model(project: Path) -> None:
+    """The user's own model, registered in models/__init__.py as the README says."""
+    (project / MODELS / "budget.py").write_text(BUDGET_MODEL)
+    replace_once(
+        project / MODELS / "__init__.py", "from .marker", "from .budget import Budget\nfrom .marker"
+    )
+    replace_once(project / MODELS / "__init__.py", '"Base", ', '"Base", "Budget", ')
+
+
+RENAME_REFUSED = (
+    "package_name cannot change on update (budget_tracker -> money): Copier would delete "
+    "src/budget_tracker/ and the models in it; rename it yourself (git mv src/budget_tracker "
+    "src/money, replace budget_tracker with money in every file, .copier-answers.yml included), "
+    "commit, then update"
+)
+SLUG_REFUSED = (
+    "project_slug cannot change on update (budget-tracker -> money-tracker): it is the "
+    "distribution name in pyproject.toml and uv.lock; rename it yourself (replace budget-tracker "
+    "with money-tracker in pyproject.toml, Dockerfile and .copier-answers.yml, then uv lock), "
+    "commit, then update"
+)
+
+
+@pytest.mark.parametrize(
+    ("question", "answer", "refusal"),
+    [("package_name", "money", RENAME_REFUSED), ("project_slug", "money-tracker", SLUG_REFUSED)],
+)
+def test_an_update_that_renames_the_package_or_distribution_is_refused_and_writes_nothing(
+    tmp_path: Path, question: str, answer: str, refusal: str
+) -> None:
+    template = template_repo(tmp_path / "template")
+    project = generate(template, tmp_path / "budget-tracker", "v1.0.0")
+    register_budget_model(project)
+    commit(project, "Budgets")
+    before = {path: path.read_bytes() for path in project_files(project)}
+
+    with pytest.raises(ValueError, match=f"question '{question}': {re.escape(refusal)}$"):
+        update(project, "v1.0.0", data={question: answer})
+
+    assert changed(project) == set()
+    assert {path: path.read_bytes() for path in project_files(project)} == before
+    assert "from .budget import Budget" in (project / MODELS / "__init__.py").read_text()
+
+    # `copier update --defaults -d question=answer`: status 1, the refusal as the last line
+    # (above it, copier's own traceback, as for every answer its validator refuses)
+    command = (sys.executable, "-m", "copier", "update", "--defaults", "-d", f"{question}={answer}")
+    refused = run(*command, cwd=project)
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines()[-1] == (
+        f"ValueError: Validation error for question '{question}': {refusal}"
+    )
+    assert changed(project) == set()
