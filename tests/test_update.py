@@ -513,18 +513,30 @@ SLUG_REFUSED = (
     "with money-tracker in pyproject.toml, Dockerfile and .copier-answers.yml, then uv lock), "
     "commit, then update"
 )
+MOVE_REFUSED = (
+    "skills_dir cannot change on update (.claude/skills -> .agents/skills): Copier would delete "
+    "the skill in .claude/skills/database-deployment/ with your edits; move it yourself (mkdir -p "
+    ".agents/skills && git mv .claude/skills/database-deployment .agents/skills/, replace "
+    ".claude/skills with .agents/skills in every file, .copier-answers.yml included), commit, "
+    "then update"
+)
 
 
 @pytest.mark.parametrize(
     ("question", "answer", "refusal"),
-    [("package_name", "money", RENAME_REFUSED), ("project_slug", "money-tracker", SLUG_REFUSED)],
+    [
+        ("package_name", "money", RENAME_REFUSED),
+        ("project_slug", "money-tracker", SLUG_REFUSED),
+        ("skills_dir", ".agents/skills", MOVE_REFUSED),
+    ],
 )
-def test_an_update_that_renames_the_package_or_distribution_is_refused_and_writes_nothing(
+def test_an_update_that_renames_a_folder_or_the_distribution_is_refused_and_writes_nothing(
     tmp_path: Path, question: str, answer: str, refusal: str
 ) -> None:
     template = template_repo(tmp_path / "template")
     project = generate(template, tmp_path / "budget-tracker", "v1.0.0")
     register_budget_model(project)
+    append(project / SKILL / "SKILL.md", "\n## This project\n- Amounts are integer cents.\n")
     commit(project, "Budgets")
     before = {path: path.read_bytes() for path in project_files(project)}
 
@@ -544,3 +556,40 @@ def test_an_update_that_renames_the_package_or_distribution_is_refused_and_write
         f"ValueError: Validation error for question '{question}': {refusal}"
     )
     assert changed(project) == set()
+
+
+def test_a_package_renamed_by_hand_as_the_refusal_says_updates_with_its_models_registered(
+    tmp_path: Path,
+) -> None:
+    template = template_repo(tmp_path / "template")
+    project = generate(template, tmp_path / "budget-tracker", "v1.0.0")
+    register_budget_model(project)
+    commit(project, "Budgets")
+    append(template / "template/src/{{ package_name }}/db.py", "# release two\n")
+    release(template, "v2.0.0")
+
+    # docs/updating.md, "Rename the package"
+    git(project, "mv", "src/budget_tracker", "src/money")
+    named = git(project, "grep", "-l", "-z", "budget_tracker").split("\0")
+    ok(run("perl", "-pi", "-e", r"s/\bbudget_tracker\b/money/g", *filter(None, named), cwd=project))
+    commit(project, "Rename the package to money")
+    assert run("git", "grep", "budget_tracker", cwd=project).returncode == 1  # no file names it
+
+    update(project, "v2.0.0")
+
+    assert answers(project)["package_name"] == "money"
+    assert conflicts(project) == []
+    assert changed(project) == {".copier-answers.yml", "src/money/db.py"}
+    assert not (project / "src/budget_tracker").exists()
+    assert (project / "src/money/db.py").read_text().endswith("# release two\n")
+    assert "from .budget import Budget" in (project / "src/money/models/__init__.py").read_text()
+    # the user's model is still what Alembic sees: autogenerate creates its table, drops nothing
+    scripts = install(project)
+    ok(run(scripts / "alembic", "upgrade", "head", cwd=project))
+    ok(run(scripts / "alembic", "revision", "--autogenerate", "-m", "add budgets", cwd=project))
+    (revision,) = (project / "migrations/versions").glob("*_add_budgets.py")
+    upgrade = revision.read_text().split("def downgrade", 1)[0]
+    assert 'op.create_table(\n        "budgets",' in upgrade and "drop_table" not in upgrade
+    ok(run(scripts / "alembic", "upgrade", "head", cwd=project))
+    ok(run(scripts / "alembic", "check", cwd=project))
+    assert ok(run(scripts / "write-once", "renamed", cwd=project)) == "Wrote marker\n"
