@@ -558,6 +558,9 @@ def test_an_update_that_renames_a_folder_or_the_distribution_is_refused_and_writ
     assert changed(project) == set()
 
 
+# copier.yml reads the project's answers file only where one can be (a copy does not, nor do
+# an update's scratch renders of the old and new release): a missing one would warn
+@pytest.mark.filterwarnings("error::copier.errors.MissingFileWarning")
 def test_a_package_renamed_by_hand_as_the_refusal_says_updates_with_its_models_registered(
     tmp_path: Path,
 ) -> None:
