@@ -596,3 +596,21 @@ def test_a_package_renamed_by_hand_as_the_refusal_says_updates_with_its_models_r
     ok(run(scripts / "alembic", "upgrade", "head", cwd=project))
     ok(run(scripts / "alembic", "check", cwd=project))
     assert ok(run(scripts / "write-once", "renamed", cwd=project)) == "Wrote marker\n"
+
+
+def test_a_new_project_name_keeps_the_slug_and_package_it_once_gave(tmp_path: Path) -> None:
+    template = template_repo(tmp_path / "template")
+    project = generate(template, tmp_path / "budget-tracker", "v1.0.0")
+
+    # project_slug and package_name default to names made from project_name, but an update
+    # keeps the recorded ones, so a new name is no rename and nothing is refused
+    update(project, "v1.0.0", data={"project_name": "Money Tracker"})
+
+    names = answers(project)["project_slug"], answers(project)["package_name"]
+    assert names == ("budget-tracker", "budget_tracker")
+    assert changed(project) == {
+        ".copier-answers.yml",
+        "README.md",
+        "src/budget_tracker/__init__.py",
+    }
+    assert (project / "README.md").read_text().startswith("# Money Tracker\n")
