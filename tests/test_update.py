@@ -7,6 +7,7 @@ The policy under test is docs/updating.md and docs/decisions/0006-template-updat
 
 import re
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -448,3 +449,127 @@ def test_switching_to_postgresql_adds_the_driver_and_touches_nothing_of_the_user
         scripts = install(project, *extras)
         ok(run(scripts / "python", "-c", "import psycopg", cwd=project))
     assert ok(run(scripts / "read-later", cwd=project)) == "['on-sqlite']\n"
+
+
+def register_budget_model(project: Path) -> None:
+    """The user's own model, registered in models/__init__.py as the README says."""
+    (project / MODELS / "budget.py").write_text(BUDGET_MODEL)
+    replace_once(
+        project / MODELS / "__init__.py", "from .marker", "from .budget import Budget\nfrom .marker"
+    )
+    replace_once(project / MODELS / "__init__.py", '"Base", ', '"Base", "Budget", ')
+
+
+RENAME_REFUSED = (
+    "package_name cannot change on update (budget_tracker -> money): Copier would delete "
+    "src/budget_tracker/ and the models in it; rename it yourself (git mv src/budget_tracker "
+    "src/money, replace budget_tracker with money in every file, .copier-answers.yml included), "
+    "commit, then update"
+)
+SLUG_REFUSED = (
+    "project_slug cannot change on update (budget-tracker -> money-tracker): it is the "
+    "distribution name in pyproject.toml and uv.lock; rename it yourself (replace budget-tracker "
+    "with money-tracker in pyproject.toml, Dockerfile and .copier-answers.yml, then uv lock), "
+    "commit, then update"
+)
+MOVE_REFUSED = (
+    "skills_dir cannot change on update (.claude/skills -> .agents/skills): Copier would delete "
+    "the skill in .claude/skills/database-deployment/ with your edits; move it yourself (mkdir -p "
+    ".agents/skills && git mv .claude/skills/database-deployment .agents/skills/, replace "
+    ".claude/skills with .agents/skills in every file, .copier-answers.yml included), commit, "
+    "then update"
+)
+
+
+@pytest.mark.parametrize(
+    ("question", "answer", "refusal"),
+    [
+        ("package_name", "money", RENAME_REFUSED),
+        ("project_slug", "money-tracker", SLUG_REFUSED),
+        ("skills_dir", ".agents/skills", MOVE_REFUSED),
+    ],
+)
+def test_an_update_that_renames_a_folder_or_the_distribution_is_refused_and_writes_nothing(
+    tmp_path: Path, question: str, answer: str, refusal: str
+) -> None:
+    template = template_repo(tmp_path / "template")
+    project = generate(template, tmp_path / "budget-tracker", "v1.0.0")
+    register_budget_model(project)
+    append(project / SKILL / "SKILL.md", "\n## This project\n- Amounts are integer cents.\n")
+    commit(project, "Budgets")
+    before = {path: path.read_bytes() for path in project_files(project)}
+
+    with pytest.raises(ValueError, match=f"question '{question}': {re.escape(refusal)}$"):
+        update(project, "v1.0.0", data={question: answer})
+
+    assert changed(project) == set()
+    assert {path: path.read_bytes() for path in project_files(project)} == before
+    assert "from .budget import Budget" in (project / MODELS / "__init__.py").read_text()
+
+    # `copier update --defaults -d question=answer`: status 1, the refusal as the last line
+    # (above it, copier's own traceback, as for every answer its validator refuses)
+    command = (sys.executable, "-m", "copier", "update", "--defaults", "-d", f"{question}={answer}")
+    refused = run(*command, cwd=project)
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines()[-1] == (
+        f"ValueError: Validation error for question '{question}': {refusal}"
+    )
+    assert changed(project) == set()
+
+
+# copier.yml reads the project's answers file only where one can be (a copy does not, nor do
+# an update's scratch renders of the old and new release): a missing one would warn
+@pytest.mark.filterwarnings("error::copier.errors.MissingFileWarning")
+def test_a_package_renamed_by_hand_as_the_refusal_says_updates_with_its_models_registered(
+    tmp_path: Path,
+) -> None:
+    template = template_repo(tmp_path / "template")
+    project = generate(template, tmp_path / "budget-tracker", "v1.0.0")
+    register_budget_model(project)
+    commit(project, "Budgets")
+    append(template / "template/src/{{ package_name }}/db.py", "# release two\n")
+    release(template, "v2.0.0")
+
+    # docs/updating.md, "Rename the package"
+    git(project, "mv", "src/budget_tracker", "src/money")
+    named = git(project, "grep", "-l", "-z", "budget_tracker").split("\0")
+    ok(run("perl", "-pi", "-e", r"s/\bbudget_tracker\b/money/g", *filter(None, named), cwd=project))
+    commit(project, "Rename the package to money")
+    assert run("git", "grep", "budget_tracker", cwd=project).returncode == 1  # no file names it
+
+    update(project, "v2.0.0")
+
+    assert answers(project)["package_name"] == "money"
+    assert conflicts(project) == []
+    assert changed(project) == {".copier-answers.yml", "src/money/db.py"}
+    assert not (project / "src/budget_tracker").exists()
+    assert (project / "src/money/db.py").read_text().endswith("# release two\n")
+    assert "from .budget import Budget" in (project / "src/money/models/__init__.py").read_text()
+    # the user's model is still what Alembic sees: autogenerate creates its table, drops nothing
+    scripts = install(project)
+    ok(run(scripts / "alembic", "upgrade", "head", cwd=project))
+    ok(run(scripts / "alembic", "revision", "--autogenerate", "-m", "add budgets", cwd=project))
+    (revision,) = (project / "migrations/versions").glob("*_add_budgets.py")
+    upgrade = revision.read_text().split("def downgrade", 1)[0]
+    assert 'op.create_table(\n        "budgets",' in upgrade and "drop_table" not in upgrade
+    ok(run(scripts / "alembic", "upgrade", "head", cwd=project))
+    ok(run(scripts / "alembic", "check", cwd=project))
+    assert ok(run(scripts / "write-once", "renamed", cwd=project)) == "Wrote marker\n"
+
+
+def test_a_new_project_name_keeps_the_slug_and_package_it_once_gave(tmp_path: Path) -> None:
+    template = template_repo(tmp_path / "template")
+    project = generate(template, tmp_path / "budget-tracker", "v1.0.0")
+
+    # project_slug and package_name default to names made from project_name, but an update
+    # keeps the recorded ones, so a new name is no rename and nothing is refused
+    update(project, "v1.0.0", data={"project_name": "Money Tracker"})
+
+    names = answers(project)["project_slug"], answers(project)["package_name"]
+    assert names == ("budget-tracker", "budget_tracker")
+    assert changed(project) == {
+        ".copier-answers.yml",
+        "README.md",
+        "src/budget_tracker/__init__.py",
+    }
+    assert (project / "README.md").read_text().startswith("# Money Tracker\n")
