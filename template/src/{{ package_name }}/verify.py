@@ -30,7 +30,7 @@ from uuid import UUID
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, Connection, Engine, Table, select
+from sqlalchemy import Column, Connection, DefaultClause, Engine, Table, select
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Mapper, Session
@@ -216,7 +216,8 @@ def describe_difference(difference: Any) -> str:
     if operation.startswith("modify_"):
         _schema, table, column, _existing, old, new = args
         what = operation.removeprefix("modify_")
-        return f"{table}.{column}: {what} is {old!r} in the database, {new!r} in the models"
+        found, wanted = _shown(old), _shown(new)
+        return f"{table}.{column}: {what} is {found} in the database, {wanted} in the models"
     where = "in the models, not in the database"
     if operation.startswith("remove_"):
         where = "in the database, not in the models"
@@ -229,6 +230,13 @@ def describe_difference(difference: Any) -> str:
         return f"table {item.name}: {where}"
     owner = getattr(getattr(item, "table", None), "name", "?")
     return f"{kind} {item.name or '(unnamed)'} on {owner}: {where}"
+
+
+def _shown(value: Any) -> str:
+    # a server default as its SQL (0, 'none'), not DefaultClause(<TextClause object at 0x...>)
+    if isinstance(value, DefaultClause):
+        return f"'{value.arg}'" if isinstance(value.arg, str) else str(value.arg)
+    return repr(value)
 
 
 def first_line(exc: BaseException) -> str:
@@ -262,9 +270,9 @@ def _check_revision(
 
 
 def _check_schema(database: Database) -> tuple[bool, str]:
-    context = MigrationContext.configure(
-        database.connection, opts={"target_metadata": Base.metadata}
-    )
+    # the options migrations/env.py gives `alembic check`, so that the two agree
+    opts = {"target_metadata": Base.metadata, "compare_type": True, "compare_server_default": True}
+    context = MigrationContext.configure(database.connection, opts=opts)
     differences = [describe_difference(d) for d in compare_metadata(context, Base.metadata)]
     if not differences:
         return True, "the database matches the models"
