@@ -1,5 +1,6 @@
 """A rendered project, used as a new user would: the proof, its own checks, its skill."""
 
+import json
 import re
 import subprocess
 import sys
@@ -98,6 +99,11 @@ def test_every_answer_set_renders_a_working_clean_project(tmp_path: Path, answer
     project = render(tmp_path / "project", **answers)
     bin_dir = install(project)
     prove(project)
+    # the release bundle names the distribution, whatever the package is called
+    ok(run(bin_dir / "db-evidence", "--output", tmp_path / "evidence", cwd=project))
+    bundle = json.loads((tmp_path / "evidence" / "evidence.json").read_text())
+    slug = answers.get("project_slug") or re.sub(r"[^a-z0-9]+", "-", answers["project_name"].lower())
+    assert bundle["project"]["name"] == slug
     ok(run(bin_dir / "ruff", "check", "--no-cache", ".", cwd=project))
     ok(run(bin_dir / "ruff", "format", "--check", "--no-cache", ".", cwd=project))
     ok(run(bin_dir / "mypy", "--no-incremental", cwd=project))

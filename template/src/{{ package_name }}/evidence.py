@@ -309,9 +309,14 @@ def _no_counts() -> dict[str, int]:
 
 
 def _project() -> dict[str, str]:
-    # the distribution that installed this package: its name and version as pyproject says
+    # the distribution that installed this package, found by its console scripts: its name
+    # need not be the package's (acme-orders installs acme), and an editable install lists
+    # no package files to look the name up by
     package = __name__.split(".")[0]
-    distribution = metadata.distribution(package)  # names match once normalised
+    scripts = metadata.entry_points(group="console_scripts")
+    distribution = next(
+        (script.dist for script in scripts if script.value.startswith(f"{package}.")), None
+    ) or metadata.distribution(package)
     return {"name": distribution.metadata["Name"], "version": distribution.version}
 
 
