@@ -10,7 +10,7 @@ import shutil
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -135,21 +135,28 @@ def test_a_migration_behind_an_open_transaction_gives_up_naming_it_and_holds_up_
     assert markers_columns(engine) == [*columns, "note"]
 
 
-def test_alembic_upgrade_behind_a_held_lock_ends_with_one_line(
-    migrated: URL,
-    engine: Engine,
-    alembic_cfg: Config,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def upgrade_with(migrated: URL, alembic_cfg: Config, tmp_path: Path) -> Callable[[str], None]:
+    """`alembic upgrade head`, in this process, of the migrations and one more revision."""
     postgresql_only(migrated)
+
+    def upgrade(revision: str) -> None:
+        scripts = migrations_plus(tmp_path, revision)
+        alembic_cfg.set_main_option("script_location", str(scripts))
+        command.upgrade(alembic_cfg, "head")
+
+    return upgrade
+
+
+def test_alembic_upgrade_behind_a_held_lock_ends_with_one_line(
+    upgrade_with: Callable[[str], None], engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MIGRATION_LOCK_TIMEOUT", str(MIGRATION_LOCK_TIMEOUT))
-    alembic_cfg.set_main_option("script_location", str(migrations_plus(tmp_path, NOTE_REVISION)))
     columns = markers_columns(engine)
 
     share = "LOCK TABLE markers IN ACCESS SHARE MODE"  # what any reader takes
     with blocker(engine, share) as pid, pytest.raises(CommandError) as refused:
-        command.upgrade(alembic_cfg, "head")
+        upgrade_with(NOTE_REVISION)
     assert str(refused.value).startswith("the migration waited for a lock 4 time(s)")
     assert f"held by pid {pid} (" in str(refused.value) and "\n" not in str(refused.value)
     assert markers_columns(engine) == columns
@@ -171,25 +178,21 @@ def upgrade() -> None:
 @pytest.mark.parametrize("own_timeout", [False, True])
 def test_a_slow_statement_ends_the_migration_unless_its_revision_allows_more(
     own_timeout: bool,
-    migrated: URL,
+    upgrade_with: Callable[[str], None],
     engine: Engine,
-    alembic_cfg: Config,
-    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    postgresql_only(migrated)
     monkeypatch.setenv("MIGRATION_STATEMENT_TIMEOUT", "0.2")
     # what script.py.mako tells a revision with a backfill to write
     allow = "op.execute(\"SET LOCAL statement_timeout = '10s'\")" if own_timeout else "pass"
     revision = SLOW_REVISION.replace("SET_OWN_TIMEOUT", allow)
-    alembic_cfg.set_main_option("script_location", str(migrations_plus(tmp_path, revision)))
     if own_timeout:
-        command.upgrade(alembic_cfg, "head")
+        upgrade_with(revision)
         assert versions(engine) == ["510w"]
         return
     before = versions(engine)
     with pytest.raises(CommandError) as refused:
-        command.upgrade(alembic_cfg, "head")
+        upgrade_with(revision)
     assert str(refused.value).startswith(
         "a migration statement ran longer than 0.2 s (MIGRATION_STATEMENT_TIMEOUT) and the "
         "migration was rolled back, nothing changed;"
