@@ -50,6 +50,8 @@ STATEMENT_TIMEOUT = 60
 # tries before giving up on a lock; between them, the sessions that queued get their turn
 LOCK_ATTEMPTS = 4
 
+# where wait_for_other_migrations leaves the migrating backend's pid (Connection.info)
+BACKEND_PID = "migration_backend_pid"
 # the sessions a backend waits for, seen from another connection while it waits
 BLOCKERS = text(
     "SELECT pid, application_name, state, now() - xact_start AS open_for "
@@ -104,13 +106,15 @@ def wait_for_other_migrations(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": POSTGRES_LOCK_KEY})
         lock, statement = migration_timeouts()
-        connection.execute(
+        # the backend's pid, for _Blockers: the one psycopg learnt when it connected is
+        # PgBouncer's own when the URL goes through it
+        connection.info[BACKEND_PID] = connection.execute(
             text(
-                "SELECT set_config('lock_timeout', :lock, true), "
+                "SELECT pg_backend_pid(), set_config('lock_timeout', :lock, true), "
                 "set_config('statement_timeout', :statement, true)"
             ),
             {"lock": str(milliseconds(lock)), "statement": str(milliseconds(statement))},
-        )
+        ).scalar_one()
 
 
 def migration_timeouts() -> tuple[float, float]:
@@ -156,9 +160,8 @@ class _Blockers:
     """
 
     def __init__(self, connection: Connection, interval: float) -> None:
-        driver = connection.connection.driver_connection
-        assert driver is not None
-        self.pid: int = driver.info.backend_pid
+        connection.info.pop(BACKEND_PID, None)
+        self.info = connection.info  # where each attempt leaves its backend's pid
         self.engine = connection.engine
         self.interval = interval
         self.seen: Sequence[Any] = []
@@ -181,7 +184,8 @@ class _Blockers:
                 # no transaction: pg_stat_activity is read once per transaction
                 watcher.execution_options(isolation_level="AUTOCOMMIT")
                 while True:
-                    if rows := watcher.execute(BLOCKERS, {"pid": self.pid}).all():
+                    pid = self.info.get(BACKEND_PID)
+                    if pid and (rows := watcher.execute(BLOCKERS, {"pid": pid}).all()):
                         self.seen = rows
                     if self.stop.wait(self.interval):
                         return
