@@ -462,6 +462,8 @@ def test_the_programs_send_only_the_statements_they_need(
         # no pre-ping, no table lookup, no transaction around the head check
         "SELECT version_num FROM alembic_version",
         "BEGIN ISOLATION LEVEL READ COMMITTED",
+        # one round trip for a bounded wait behind another session's lock (docs/postgres.md)
+        "SET LOCAL lock_timeout = 30000",
         "COPY markers (name) FROM STDIN",
         "COMMIT",
     ]
@@ -470,11 +472,14 @@ def test_the_programs_send_only_the_statements_they_need(
     ok(run(project / ".venv" / "bin" / "write-once", "-", cwd=project, env=env, input=many))
     read, statements = statements_of(postgres, database, "read-later", project, env)
     assert ok(read).startswith("['persistent-check', 'x', ")
-    # one statement however many rows: no server-side cursor to declare, fetch from and close
+    # one statement however many rows: no server-side cursor to declare, fetch from and close;
+    # SET LOCAL bounds its lock wait, so a transaction around it, begun in the same round trip
     assert statements == [
         *DIALECT_SETUP,
         "SELECT version_num FROM alembic_version",
+        "BEGIN READ ONLY; SET LOCAL lock_timeout = 30000",
         "SELECT markers.name",  # the log shows a statement's first line
+        "COMMIT",
     ]
 
 

@@ -21,6 +21,9 @@ depends_on: str | Sequence[str] | None = ${repr(depends_on)}
 
 def upgrade() -> None:
     """Upgrade schema."""
+    # on PostgreSQL a statement may wait for a lock and run only as long as the package's
+    # migrate.py allows (LOCK_TIMEOUT, STATEMENT_TIMEOUT); a backfill or VALIDATE CONSTRAINT
+    # that needs longer raises it first: op.execute("SET LOCAL statement_timeout = '10min'")
     ${upgrades if upgrades else "pass"}
 
 

@@ -1,5 +1,7 @@
 """The engine and session factory: every connection the project makes starts here."""
 
+import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +13,16 @@ from .config import database_url
 from .errors import DatabaseSetupError, explained, missing_folder
 from .schema import check_at_head
 
-# seconds to wait for a connection (PostgreSQL) or for another writer's lock (SQLite)
+# seconds to wait for a connection (PostgreSQL)
 CONNECT_TIMEOUT = 5
-SQLITE_BUSY_TIMEOUT = 30
+# seconds a program waits for a lock another session holds, then gives up with nothing done:
+# SQLite's busy timeout, PostgreSQL's lock_timeout; DATABASE_LOCK_TIMEOUT overrides it
+LOCK_TIMEOUT = 30
 # the execution option that makes a SQLite transaction begin with the write lock taken
 SQLITE_BEGIN = "sqlite_begin"
+# the execution option that sets a PostgreSQL transaction's lock_timeout, in seconds; None
+# sends none (migrations set theirs once they hold their advisory lock: see migrate.py)
+POSTGRES_LOCK_TIMEOUT = "postgres_lock_timeout"
 
 
 def make_engine(url: URL, pre_ping: bool = True) -> Engine:
@@ -24,12 +31,13 @@ def make_engine(url: URL, pre_ping: bool = True) -> Engine:
     pre_ping=False is for a one-shot process, whose pooled connection is never idle long
     enough to go stale: a ping would be one more round trip before every transaction.
     """
+    seconds = lock_timeout()
     if url.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
+        engine = create_engine(url, connect_args={"timeout": seconds})
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "begin", _begin_sqlite)
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         # short-lived processes: a small pool, checked before use (Neon suspends idle computes)
         pool_size=1,
@@ -44,6 +52,50 @@ def make_engine(url: URL, pre_ping: bool = True) -> Engine:
             "prepare_threshold": None,
         },
     )
+
+    def begin_postgresql(connection: Connection) -> None:
+        # SET LOCAL: a session's SET would stay behind on a server connection that PgBouncer
+        # in transaction mode (Neon's pooler) then lends to others; a startup option it refuses
+        options = connection.get_execution_options()
+        bound = options.get(POSTGRES_LOCK_TIMEOUT, seconds)
+        # in autocommit there is no transaction for SET LOCAL to last (read-later has its own)
+        if bound is not None and options.get("isolation_level") != "AUTOCOMMIT":
+            connection.exec_driver_sql(set_local_lock_timeout(bound))
+
+    event.listen(engine, "begin", begin_postgresql)
+    return engine
+
+
+def lock_timeout() -> float:
+    """Seconds a program waits for another session's lock: DATABASE_LOCK_TIMEOUT, else 30."""
+    return seconds_from_env("DATABASE_LOCK_TIMEOUT", LOCK_TIMEOUT)
+
+
+def seconds_from_env(variable: str, default: float) -> float:
+    """A number of seconds from the environment, else default; DatabaseSetupError if not one."""
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return default
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise DatabaseSetupError(
+            f"{variable} must be a number of seconds above 0, not {raw!r}; "
+            f"unset it for the default ({default:g})"
+        )
+    return seconds
+
+
+def set_local_lock_timeout(seconds: float) -> str:
+    """The statement that bounds lock waits for the rest of a PostgreSQL transaction."""
+    return f"SET LOCAL lock_timeout = {milliseconds(seconds)}"
+
+
+def milliseconds(seconds: float) -> int:
+    """PostgreSQL's unit for its timeouts; at least 1, as 0 would mean no timeout at all."""
+    return max(1, round(seconds * 1000))
 
 
 def open_database(url: URL | None = None, pre_ping: bool = True) -> sessionmaker[Session]:

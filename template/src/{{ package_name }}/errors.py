@@ -7,9 +7,28 @@ from pathlib import Path
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, NoSuchModuleError, SQLAlchemyError
 
+# PostgreSQL's SQLSTATE for a lock wait that lock_timeout ended (lock_not_available)
+LOCK_NOT_AVAILABLE = "55P03"
+
 
 class DatabaseSetupError(Exception):
     """Something about the database or its URL that the user must fix; str() is one line."""
+
+
+def lock_timed_out(exc: BaseException) -> bool:
+    """Did PostgreSQL end this statement because it waited for a lock longer than lock_timeout?"""
+    reason = exc.orig if isinstance(exc, DBAPIError) else exc
+    return getattr(reason, "sqlstate", None) == LOCK_NOT_AVAILABLE
+
+
+def lock_wait_message() -> str:
+    """What to say when a program gave up waiting for another session's lock."""
+    return (
+        "gave up waiting for a lock that another session holds (a migration, LOCK TABLE, "
+        "VACUUM FULL, a transaction left open), after DATABASE_LOCK_TIMEOUT seconds (default "
+        "30); its transaction was rolled back, nothing changed; find the session in "
+        "pg_stat_activity (pg_blocking_pids), then run this again once it has ended"
+    )
 
 
 def describe(url: URL) -> str:
@@ -56,6 +75,10 @@ def explained(url: URL) -> Iterator[None]:
         raise DatabaseSetupError(_driver_message(url, exc)) from None
     except SQLAlchemyError as exc:
         raise DatabaseSetupError(f"database error: {_first_line(str(exc))}") from None
+    except Exception as exc:  # the driver's own, where the programs use it directly (COPY)
+        if lock_timed_out(exc):
+            raise DatabaseSetupError(lock_wait_message()) from None
+        raise
 
 
 def missing_folder(path: Path) -> str | None:
@@ -67,6 +90,8 @@ def missing_folder(path: Path) -> str | None:
 
 def _driver_message(url: URL, exc: DBAPIError) -> str:
     reason = _first_line(str(exc.orig))
+    if lock_timed_out(exc):
+        return lock_wait_message()
     if url.get_backend_name() != "sqlite":
         return f"cannot use {describe(url)}: {reason}"
     path = Path(url.database or "")

@@ -8,10 +8,14 @@ changes a table by copying it, dropping the original and renaming the copy (Alem
 mode). With foreign keys enforced, dropping the original deletes the rows that refer to it
 (ON DELETE CASCADE) or fails halfway; so enforcement is off while migrating, and the rows are
 checked before the commit instead.
+PostgreSQL needs its lock waits bounded: a migration waiting for a table's lock makes every
+reader and writer of that table queue behind it, so it gives up soon and tries again later.
 """
 
 import argparse
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from inspect import currentframe
 from typing import Any, TextIO
@@ -23,15 +27,40 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Column, Connection, Table, func, inspect, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.sql import expression
 
 from .config import MIGRATIONS_DIR, migration_url
-from .db import SQLITE_BEGIN
-from .errors import DatabaseSetupError, name_database
+from .db import (
+    CONNECT_TIMEOUT,
+    POSTGRES_LOCK_TIMEOUT,
+    SQLITE_BEGIN,
+    lock_timeout,
+    milliseconds,
+    seconds_from_env,
+)
+from .errors import DatabaseSetupError, lock_timed_out, name_database
 
 # any number will do, as long as every process that migrates this database uses the same one
 POSTGRES_LOCK_KEY = 2_026_112_501
+
+# PostgreSQL, every migration transaction once it holds that lock, in seconds: how long a
+# statement may wait for a table's lock (the table's readers and writers queue behind it
+# meanwhile), and how long one may run. MIGRATION_LOCK_TIMEOUT and MIGRATION_STATEMENT_TIMEOUT
+# override them for a run (an installed copy has no code to edit); a revision that needs a
+# longer statement sets its own: op.execute("SET LOCAL statement_timeout = '10min'")
+LOCK_TIMEOUT = 2
+STATEMENT_TIMEOUT = 60
+# tries before giving up on a lock; between them, the sessions that queued get their turn
+LOCK_ATTEMPTS = 4
+
+# where wait_for_other_migrations leaves the migrating backend's pid (Connection.info)
+BACKEND_PID = "migration_backend_pid"
+# the sessions a backend waits for, seen from another connection while it waits
+BLOCKERS = text(
+    "SELECT pid, application_name, state, now() - xact_start AS open_for "
+    "FROM pg_stat_activity WHERE pid = ANY (pg_blocking_pids(:pid)) ORDER BY pid"
+)
 
 
 @contextmanager
@@ -40,9 +69,21 @@ def migrating(connection: Connection) -> Iterator[None]:
 
     On SQLite: foreign keys are not enforced (the pragma is ignored inside a transaction),
     and the transaction begins with the write lock taken, so that concurrent upgrades queue.
+    On PostgreSQL: the transaction begins without the programs' lock timeout, which would
+    cut the wait for other migrations (wait_for_other_migrations sets the migrations' own).
     A connection already in a transaction is used as it is.
     """
-    if connection.dialect.name != "sqlite" or connection.in_transaction():
+    if connection.in_transaction():
+        yield
+        return
+    if connection.dialect.name == "postgresql":
+        connection.execution_options(**{POSTGRES_LOCK_TIMEOUT: None})
+        try:
+            yield
+        finally:
+            connection.execution_options(**{POSTGRES_LOCK_TIMEOUT: lock_timeout()})
+        return
+    if connection.dialect.name != "sqlite":
         yield
         return
     # straight to the driver: through SQLAlchemy the pragma would begin a transaction
@@ -62,10 +103,137 @@ def wait_for_other_migrations(connection: Connection) -> None:
     """Inside the migrations' transaction: hold the lock that other migrating processes wait on.
 
     The transaction keeps it until it ends, so the next process finds the schema at head. On
-    SQLite the transaction took the write lock when it began (migrating()).
+    SQLite the transaction took the write lock when it began (migrating()). On PostgreSQL,
+    once it holds the lock, the rest of the transaction gets the migrations' timeouts: waiting
+    for another migration is no lock to give up on, as that one is bounded in turn.
     """
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": POSTGRES_LOCK_KEY})
+        lock, statement = migration_timeouts()
+        # the backend's pid, for _Blockers: the one psycopg learnt when it connected is
+        # PgBouncer's own when the URL goes through it
+        connection.info[BACKEND_PID] = connection.execute(
+            text(
+                "SELECT pg_backend_pid(), set_config('lock_timeout', :lock, true), "
+                "set_config('statement_timeout', :statement, true)"
+            ),
+            {"lock": str(milliseconds(lock)), "statement": str(milliseconds(statement))},
+        ).scalar_one()
+
+
+def migration_timeouts() -> tuple[float, float]:
+    """Seconds a migration statement on PostgreSQL may wait for a lock, and may run."""
+    return (
+        seconds_from_env("MIGRATION_LOCK_TIMEOUT", LOCK_TIMEOUT),
+        seconds_from_env("MIGRATION_STATEMENT_TIMEOUT", STATEMENT_TIMEOUT),
+    )
+
+
+def retrying_lock_timeouts(connection: Connection, migrate_once: Callable[[], None]) -> None:
+    """Run migrate_once, which migrates in one transaction; again while a lock wait ends it.
+
+    On PostgreSQL a lock timeout rolls the whole transaction back; after a pause, in which
+    the sessions queued behind it get their turn, it is tried again, LOCK_ATTEMPTS times in
+    all. Then DatabaseSetupError names the sessions it waited for, which a second connection
+    watched for while it ran. A transaction the caller began is tried once: it is not ours.
+    """
+    if connection.dialect.name != "postgresql":
+        migrate_once()
+        return
+    lock, statement = migration_timeouts()
+    tries = 1 if connection.in_transaction() else LOCK_ATTEMPTS
+    with _Blockers(connection, interval=lock / 4) as blockers:
+        for number in range(1, tries + 1):
+            try:
+                migrate_once()
+                return
+            except DBAPIError as exc:
+                if _statement_timed_out(exc):
+                    raise DatabaseSetupError(_ran_too_long(statement)) from None
+                if not lock_timed_out(exc):
+                    raise
+            if number < tries:
+                time.sleep(lock / 2 * 2 ** (number - 1))
+    raise DatabaseSetupError(_waited_too_long(tries, lock, blockers.seen))
+
+
+class _Blockers:
+    """The sessions a connection waits for, sampled from another connection while it runs.
+
+    The second connection opens only if the migration is still running after one interval.
+    """
+
+    def __init__(self, connection: Connection, interval: float) -> None:
+        connection.info.pop(BACKEND_PID, None)
+        self.info = connection.info  # where each attempt leaves its backend's pid
+        self.engine = connection.engine
+        self.interval = interval
+        self.seen: Sequence[Any] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> "_Blockers":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=CONNECT_TIMEOUT + 1)
+
+    def _watch(self) -> None:
+        if self.stop.wait(self.interval):
+            return
+        try:
+            with self.engine.connect() as watcher:
+                # no transaction: pg_stat_activity is read once per transaction
+                watcher.execution_options(isolation_level="AUTOCOMMIT")
+                while True:
+                    pid = self.info.get(BACKEND_PID)
+                    if pid and (rows := watcher.execute(BLOCKERS, {"pid": pid}).all()):
+                        self.seen = rows
+                    if self.stop.wait(self.interval):
+                        return
+        except SQLAlchemyError:
+            return  # the report then says it did not see them
+
+
+def _waited_too_long(tries: int, lock: float, blockers: Sequence[Any]) -> str:
+    if blockers:
+        sessions = "; ".join(_session(*row) for row in blockers)
+        ends = ", ".join(f"pg_terminate_backend({row[0]})" for row in blockers)
+        held = f"held by {sessions}"
+        end = f"let it finish or end it (SELECT {ends})"
+    else:
+        held = "held by a session it could not see (look in pg_locks for locks not granted)"
+        end = "end that session or let it finish"
+    return (
+        f"the migration waited for a lock {tries} time(s), {lock:g} s each, and was rolled "
+        f"back, nothing changed: the lock is {held}; {end}, then migrate again "
+        "(MIGRATION_LOCK_TIMEOUT sets a longer wait, for which every reader of the table waits)"
+    )
+
+
+def _session(pid: int, application: str | None, state: str | None, open_for: Any) -> str:
+    details = [f"application_name {application!r}" if application else "no application_name"]
+    if state:
+        details.append(state)
+    if open_for is not None:
+        details.append(f"transaction open {open_for.total_seconds():.0f} s")
+    return f"pid {pid} ({', '.join(details)})"
+
+
+def _ran_too_long(statement: float) -> str:
+    return (
+        f"a migration statement ran longer than {statement:g} s (MIGRATION_STATEMENT_TIMEOUT) "
+        "and the migration was rolled back, nothing changed; a revision that needs longer (a "
+        "backfill, VALIDATE CONSTRAINT) sets its own in upgrade(): "
+        "op.execute(\"SET LOCAL statement_timeout = '10min'\")"
+    )
+
+
+def _statement_timed_out(exc: DBAPIError) -> bool:
+    # 57014 (query_canceled) is also a cancel request; the message tells them apart
+    return getattr(exc.orig, "sqlstate", None) == "57014" and "statement timeout" in str(exc.orig)
 
 
 def check_foreign_keys(connection: Connection) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import database_url
-from .db import open_database
+from .db import lock_timeout, open_database, set_local_lock_timeout
 from .errors import DatabaseSetupError, explained
 from .models.marker import Marker
 
@@ -58,22 +58,26 @@ def _name_chunks(session: Session) -> Generator[Sequence[str], None, None]:
     query = select(Marker.name).order_by(Marker.id)
     if session.get_bind().dialect.name == "postgresql":
         # one statement whose rows arrive in chunks as the server sends them: no server-side
-        # cursor to declare, fetch from and close, and no transaction around a single statement
+        # cursor to declare, fetch from and close; its transaction, which bounds the wait for
+        # a lock on the table (db.py), begins in the same round trip as that bound is set
         connection = session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         driver = connection.connection.driver_connection
         assert driver is not None
         sql = str(query.compile(dialect=connection.dialect))
-        with driver.cursor() as cursor, closing(cursor.stream(sql, size=CHUNK_SIZE)) as rows:
-            while chunk := list(map(itemgetter(0), islice(rows, CHUNK_SIZE))):
-                yield chunk
+        with driver.cursor() as cursor:
+            cursor.execute(f"BEGIN READ ONLY; {set_local_lock_timeout(lock_timeout())}")
+            with closing(cursor.stream(sql, size=CHUNK_SIZE)) as rows:
+                while chunk := list(map(itemgetter(0), islice(rows, CHUNK_SIZE))):
+                    yield chunk
+            cursor.execute("COMMIT")
         return
     yield from session.scalars(query, execution_options={"yield_per": CHUNK_SIZE}).partitions()
 
 
 def _write_list(chunks: Iterable[Sequence[str]], out: TextIO) -> None:
-    separator = ""
-    out.write("[")
+    # "[" goes out with the first rows: a read that fails before them prints nothing
+    separator = "["
     for chunk in chunks:
         out.write(separator + ", ".join(map(repr, chunk)))
         separator = ", "
-    out.write("]\n")
+    out.write("[]\n" if separator == "[" else "]\n")

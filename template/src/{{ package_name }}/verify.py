@@ -36,8 +36,16 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Mapper, Session
 
 from .config import MIGRATIONS_DIR, where_alembic_works
-from .db import CONNECT_TIMEOUT, make_engine
-from .errors import DatabaseSetupError, describe, explained, missing_folder, name_database
+from .db import CONNECT_TIMEOUT, lock_timeout, make_engine, set_local_lock_timeout
+from .errors import (
+    DatabaseSetupError,
+    describe,
+    explained,
+    lock_timed_out,
+    lock_wait_message,
+    missing_folder,
+    name_database,
+)
 from .models.base import Base  # models/__init__.py, run first, imports every model
 
 # rows fetched per round trip on both paths; memory stays flat however big a table is
@@ -124,6 +132,8 @@ class Database:
         sql = importlib.import_module("psycopg.sql")  # utility statements take no parameters
         with self.raw.cursor() as cursor:
             cursor.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            # the engine's transactions bound their lock waits (db.py); the raw path's too
+            cursor.execute(set_local_lock_timeout(lock_timeout()))
 
 
 @contextmanager
@@ -185,6 +195,8 @@ def verify(
         try:
             ok, detail = check()
         except database.driver_errors as exc:
+            if lock_timed_out(exc):  # every later check would wait as long: give up now
+                raise DatabaseSetupError(lock_wait_message()) from None
             database.rollback()
             ok, detail = False, f"could not check: {first_line(exc)}"
         result.checks.append(Check(name, ok, detail))
