@@ -62,6 +62,12 @@ from .models.base import Base  # models/__init__.py, run first, imports every mo
 # rows fetched per round trip on both paths; memory stays flat however big a table is
 CHUNK_SIZE = 10_000
 CHECKSUM_MODULUS = 2**64
+# how SQLite's stored text of a date or time column reads as one
+ISO_PARSERS: dict[type | None, Callable[[str], object]] = {
+    datetime: datetime.fromisoformat,
+    date: date.fromisoformat,
+    time: time.fromisoformat,
+}
 # reads of a table on SQLite, where a commit between the ORM and the raw read can make them
 # differ; past the last one the table is too busy to verify
 DATA_ATTEMPTS = 3
@@ -631,9 +637,49 @@ def _raw_checksum(
     cursor = database.raw.cursor(**({"name": "verify"} if database.backend != "sqlite" else {}))
     try:
         cursor.execute(sql)
-        return checksum(iter(lambda: cursor.fetchmany(CHUNK_SIZE), []), _is_plain(columns))
+        chunks: Iterable[Sequence[Sequence[object]]] = iter(
+            lambda: cursor.fetchmany(CHUNK_SIZE), []
+        )
+        if database.backend == "sqlite":
+            chunks = _sqlite_dates_read(chunks, columns)
+        return checksum(chunks, _is_plain(columns))
     finally:
         cursor.close()
+
+
+def _sqlite_dates_read(
+    chunks: Iterable[Sequence[Sequence[object]]], columns: Sequence[Column[Any]]
+) -> Iterator[Sequence[Sequence[object]]]:
+    """SQLite's text of each date and time column read as what it says, as the ORM reads it.
+
+    The text is not one form: the ORM writes microseconds, a server default such as
+    CURRENT_TIMESTAMP writes none; the two paths agree on the value, not on the text.
+    """
+    parsers = {
+        number: parse
+        for number, column in enumerate(columns)
+        if (parse := ISO_PARSERS.get(_python_type(column))) is not None
+    }
+    if not parsers:
+        yield from chunks
+        return
+    for chunk in chunks:
+        yield [
+            tuple(
+                _parsed(parsers[number], value) if number in parsers else value
+                for number, value in enumerate(row)
+            )
+            for row in chunk
+        ]
+
+
+def _parsed(parse: Callable[[str], object], value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    try:
+        return parse(value)
+    except ValueError:  # not a date: left as it is, and the paths disagree
+        return value
 
 
 def checksum(chunks: Iterable[Sequence[Sequence[object]]], plain: bool) -> tuple[int, str]:
@@ -662,8 +708,11 @@ def canonical(value: object) -> int | str | None:
     if isinstance(value, bool):
         return int(value)  # SQLite stores booleans as 0 and 1
     if isinstance(value, (float, Decimal)):
-        # SQLite hands back a float where the ORM gives a Decimal; both are written plainly
+        # SQLite hands back a float, or an int for a whole number, where the ORM gives a
+        # Decimal; a whole number is its int, any other written plainly
         number = Decimal(repr(value)) if isinstance(value, float) else value
+        if number.is_finite() and number == number.to_integral_value():
+            return int(number)
         return format(number.normalize(), "f")
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()
@@ -682,10 +731,15 @@ def canonical(value: object) -> int | str | None:
 
 def _is_plain(columns: Sequence[Column[Any]]) -> bool:
     # int and str columns come back as int, str or None from the ORM and from the driver
+    return all(_python_type(column) in (int, str) for column in columns)
+
+
+def _python_type(column: Column[Any]) -> type | None:
     try:
-        return all(column.type.python_type in (int, str) for column in columns)
+        python_type: type = column.type.python_type
     except NotImplementedError:  # a type that does not say
-        return False
+        return None
+    return python_type
 
 
 def _versions(database: Database) -> tuple[str, str]:
