@@ -455,14 +455,14 @@ def _unique(unique: bool | None, shape: str | None) -> str | None:
 def _check_integrity(database: Database) -> tuple[bool, str]:
     if database.backend == "sqlite":
         path = Path(database.url.database or "")
-        if os.access(path, os.W_OK):
+        if _can_write(path):
             problems = _sqlite_integrity(database.raw, path)
             passed = "integrity_check ok, CHECK constraints hold, no foreign-key violation"
         else:
             problems = _sqlite_integrity(database.raw, None)
             passed = (
                 "integrity_check ok, no foreign-key violation; CHECK constraints not checked: "
-                f"{path} is read-only to this user"
+                f"{path} or its folder is read-only to this user"
             )
     else:
         problems = _postgresql_integrity(database.raw)
@@ -562,6 +562,11 @@ def _sqlite_integrity(raw: sqlite3.Connection, writable: Path | None) -> list[st
         f"foreign_key_check: {table} row {rowid} refers to a missing {parent} row"
         + _more(count - 1)
     ]
+
+
+def _can_write(path: Path) -> bool:
+    # a connection that could write needs the file, and the folder its WAL files are in
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
 
 
 def _sqlite_integrity_check(raw: sqlite3.Connection, writable: Path | None) -> list[str]:
