@@ -38,12 +38,30 @@ def make_engine(url: URL, pre_ping: bool = True) -> Engine:
         pool_recycle=300,
         # the project has no hstore column: looking the type up costs three statements per connect
         use_native_hstore=False,
-        connect_args={
-            "connect_timeout": CONNECT_TIMEOUT,
-            # PgBouncer in transaction mode (Neon's -pooler host) cannot keep prepared statements
-            "prepare_threshold": None,
-        },
+        connect_args=postgresql_connect_args(url),
     )
+
+
+def postgresql_connect_args(url: URL) -> dict[str, Any]:
+    """psycopg's settings: the project's defaults, except where the URL's query sets its own.
+
+    The URL wins: it is where a user tunes a connection for their server (a longer
+    connect_timeout for a compute that wakes up slowly), and every path reads the same URL.
+    """
+    defaults: dict[str, Any] = {
+        "connect_timeout": CONNECT_TIMEOUT,
+        # PgBouncer in transaction mode (Neon's -pooler host) cannot keep prepared statements
+        "prepare_threshold": None,
+    }
+    args = {key: value for key, value in defaults.items() if key not in url.query}
+    if isinstance(threshold := url.query.get("prepare_threshold"), str):
+        # psycopg takes it as a keyword, not from the connection string: an int, or None (off)
+        if threshold.lower() not in ("", "none") and not threshold.isdigit():
+            raise DatabaseSetupError(
+                f"prepare_threshold={threshold} in the URL is not a number or None"
+            )
+        args["prepare_threshold"] = int(threshold) if threshold.isdigit() else None
+    return args
 
 
 def open_database(url: URL | None = None, pre_ping: bool = True) -> sessionmaker[Session]:

@@ -12,9 +12,23 @@ class DatabaseSetupError(Exception):
     """Something about the database or its URL that the user must fix; str() is one line."""
 
 
+MASK = "***"
+
+
 def describe(url: URL) -> str:
-    """The URL as it may be shown: never with its password."""
-    return url.render_as_string(hide_password=True)
+    """The URL as it may be shown: its password masked, wherever the URL holds one."""
+    shown = url.set(
+        query={key: MASK if _is_secret(key) else value for key, value in url.query.items()}
+    )
+    # render_as_string percent-encodes the query's mask; shown as the userinfo's is
+    return shown.render_as_string(hide_password=True).replace("%2A%2A%2A", MASK)
+
+
+def without_secrets(text: str, url: URL) -> str:
+    """text, with every secret the URL holds masked: for what a driver says about it."""
+    for secret in _secrets(url):
+        text = text.replace(secret, MASK)
+    return text
 
 
 def name_database(url: URL) -> str:
@@ -65,8 +79,21 @@ def missing_folder(path: Path) -> str | None:
     return f"cannot open SQLite database {path}: folder {path.parent} does not exist"
 
 
+def _secrets(url: URL) -> list[str]:
+    # the userinfo's password, and libpq's password= and sslpassword= in the query, any case
+    found = [url.password] if url.password else []
+    for key, value in url.query.items():
+        if _is_secret(key):
+            found += [value] if isinstance(value, str) else list(value)
+    return sorted({str(secret) for secret in found if secret}, key=len, reverse=True)
+
+
+def _is_secret(key: str) -> bool:
+    return "password" in key.lower()
+
+
 def _driver_message(url: URL, exc: DBAPIError) -> str:
-    reason = _first_line(str(exc.orig))
+    reason = without_secrets(_first_line(str(exc.orig)), url)
     if url.get_backend_name() != "sqlite":
         return f"cannot use {describe(url)}: {reason}"
     path = Path(url.database or "")

@@ -36,8 +36,15 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Mapper, Session
 
 from .config import MIGRATIONS_DIR, where_alembic_works
-from .db import CONNECT_TIMEOUT, make_engine
-from .errors import DatabaseSetupError, describe, explained, missing_folder, name_database
+from .db import make_engine, postgresql_connect_args
+from .errors import (
+    DatabaseSetupError,
+    describe,
+    explained,
+    missing_folder,
+    name_database,
+    without_secrets,
+)
 from .models.base import Base  # models/__init__.py, run first, imports every model
 
 # rows fetched per round trip on both paths; memory stays flat however big a table is
@@ -512,20 +519,19 @@ def _raw_sqlite(path: Path) -> sqlite3.Connection:
 
 def _raw_postgresql(url: URL) -> tuple[Any, tuple[type[Exception], ...]]:
     psycopg = importlib.import_module("psycopg")  # the postgres extra; explained() says so
-    options = {key: value for key, value in url.query.items() if isinstance(value, str)}
+    # as SQLAlchemy merges them for the engine: the URL's parts, its query (host=, password=
+    # and the like override the parts), then the project's defaults where the query is silent
+    parts = {"host": url.host, "port": url.port, "user": url.username, "dbname": url.database}
+    options = {key: value for key, value in parts.items() if value is not None}
+    if url.password is not None:
+        options["password"] = str(url.password)
+    options.update((key, value) for key, value in url.query.items() if isinstance(value, str))
+    options.update(postgresql_connect_args(url))
     try:
-        raw = psycopg.connect(
-            host=url.host,
-            port=url.port,
-            user=url.username,
-            password=url.password,
-            dbname=url.database,
-            connect_timeout=CONNECT_TIMEOUT,
-            prepare_threshold=None,  # PgBouncer in transaction mode (Neon's pooled host)
-            **options,
-        )
+        raw = psycopg.connect(**options)
     except psycopg.Error as exc:
-        raise DatabaseSetupError(f"cannot use {describe(url)}: {first_line(exc)}") from None
+        reason = without_secrets(first_line(exc), url)
+        raise DatabaseSetupError(f"cannot use {describe(url)}: {reason}") from None
     raw.read_only = True
     raw.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # to import a snapshot
     return raw, (psycopg.Error,)
