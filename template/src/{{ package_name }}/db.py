@@ -8,7 +8,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import database_url
-from .errors import DatabaseSetupError, explained, missing_folder
+from .errors import DatabaseSetupError, explained, in_memory, missing_folder
 from .schema import check_at_head
 
 # seconds to wait for a connection (PostgreSQL) or for another writer's lock (SQLite)
@@ -84,7 +84,9 @@ def open_database(url: URL | None = None, pre_ping: bool = True) -> sessionmaker
 
 def _refuse_missing_sqlite_file(url: URL) -> None:
     # connecting would create an empty file; the schema belongs to `alembic upgrade head`
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+    if message := in_memory(url):
+        raise DatabaseSetupError(message)
+    if url.get_backend_name() != "sqlite" or not url.database:
         return
     path = Path(url.database)
     if message := missing_folder(path):

@@ -72,6 +72,17 @@ def explained(url: URL) -> Iterator[None]:
         raise DatabaseSetupError(f"database error: {_first_line(str(exc))}") from None
 
 
+def in_memory(url: URL) -> str | None:
+    """What to say when url is an in-memory SQLite database; None when it is not."""
+    if url.get_backend_name() != "sqlite" or url.database not in (None, "", ":memory:"):
+        return None
+    return (
+        "the URL names an in-memory SQLite database, which vanishes when the program exits: "
+        "nothing written there would last, nothing is there to read; use a file "
+        "(sqlite:///app.db)"
+    )
+
+
 def missing_folder(path: Path) -> str | None:
     """What to say when a SQLite file's folder does not exist; None when it does."""
     if path.parent.is_dir():

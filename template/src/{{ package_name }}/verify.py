@@ -41,6 +41,7 @@ from .errors import (
     DatabaseSetupError,
     describe,
     explained,
+    in_memory,
     missing_folder,
     name_database,
     without_secrets,
@@ -495,9 +496,9 @@ def _versions(database: Database) -> tuple[str, str]:
 
 def _existing_sqlite_file(url: URL) -> Path:
     # opening read-only never creates a file, but its message would not say what to do
+    if message := in_memory(url):
+        raise DatabaseSetupError(message)
     path = Path(url.database or "")
-    if not url.database or url.database == ":memory:":
-        raise DatabaseSetupError("db-verify needs a SQLite file, not an in-memory database")
     if message := missing_folder(path):
         raise DatabaseSetupError(message)
     if not path.exists():
