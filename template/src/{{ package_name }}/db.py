@@ -1,10 +1,13 @@
 """The engine and session factory: every connection the project makes starts here."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import database_url
@@ -80,6 +83,17 @@ def open_database(url: URL | None = None, pre_ping: bool = True) -> sessionmaker
                 connection.execution_options(isolation_level="AUTOCOMMIT")
             check_at_head(connection)
     return sessionmaker(engine)
+
+
+@contextmanager
+def driver_errors(connection: Connection, statement: str) -> Iterator[None]:
+    """Errors of the driver's own cursor (COPY, streaming), wrapped as SQLAlchemy wraps its
+    own, so that explained() tells them in one line."""
+    dbapi = connection.dialect.loaded_dbapi
+    try:
+        yield
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(statement, None, exc, dbapi.Error) from None
 
 
 def _refuse_missing_sqlite_file(url: URL) -> None:

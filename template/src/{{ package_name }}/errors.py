@@ -1,5 +1,6 @@
 """Failures a user must fix, each told in one line with the password masked."""
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -83,6 +84,15 @@ def in_memory(url: URL) -> str | None:
     )
 
 
+def unusable_file(path: Path) -> str | None:
+    """What to say when a SQLite path is a folder or a file this user cannot read; else None."""
+    if path.is_dir():
+        return f"{path} is a folder, not a SQLite database; check DATABASE_URL"
+    if path.exists() and not os.access(path, os.R_OK):
+        return f"cannot read SQLite database {path}: permission denied for this user"
+    return None
+
+
 def missing_folder(path: Path) -> str | None:
     """What to say when a SQLite file's folder does not exist; None when it does."""
     if path.parent.is_dir():
@@ -108,10 +118,33 @@ def _driver_message(url: URL, exc: DBAPIError) -> str:
     if url.get_backend_name() != "sqlite":
         return f"cannot use {describe(url)}: {reason}"
     path = Path(url.database or "")
-    if "unable to open database file" in reason and (message := missing_folder(path)):
+    if "unable to open database file" in reason and (
+        message := missing_folder(path) or unusable_file(path)
+    ):
         return message
+    return sqlite_problem(path, reason)
+
+
+def sqlite_problem(path: Path, reason: str) -> str:
+    """What sqlite3's reason for failing on the file at path means, in one line."""
     if "file is not a database" in reason:
         return f"{path} is not a SQLite database; check DATABASE_URL"
+    if "readonly database" in reason:
+        if not os.access(path.parent, os.W_OK):
+            # WAL mode: every connection, a reader's too, shares an index in path-shm beside it
+            return (
+                f"SQLite database {path}: its folder {path.parent} is not writable for this "
+                f"user, and SQLite must create {path.name}-shm and {path.name}-wal there even "
+                "to read it; make the folder writable for this user, or work on a copy"
+            )
+        # a reader of a read-only file leaves -wal and -shm as read-only as it was
+        files = [path, *(path.with_name(path.name + end) for end in ("-wal", "-shm"))]
+        locked = [str(file) for file in files if file.exists() and not os.access(file, os.W_OK)]
+        are = "is" if len(locked) < 2 else "are"
+        return (
+            f"SQLite database {path} cannot be written: {', '.join(locked) or 'it'} {are} "
+            "read-only for this user; make the files and their folder writable (chmod u+w)"
+        )
     return f"SQLite database {path}: {reason}"
 
 

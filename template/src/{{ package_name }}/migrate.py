@@ -31,11 +31,12 @@ POSTGRES_LOCK_KEY = 2_026_112_501
 
 
 @contextmanager
-def migrating(connection: Connection) -> Iterator[None]:
+def migrating(connection: Connection, write_lock: bool = True) -> Iterator[None]:
     """Ready a connection for migrations before its transaction begins; restore it after.
 
     On SQLite: foreign keys are not enforced (the pragma is ignored inside a transaction),
-    and the transaction begins with the write lock taken, so that concurrent upgrades queue.
+    and, with write_lock, the transaction begins with the write lock taken, so that
+    concurrent upgrades queue (a command that only reads passes False, and never waits).
     A connection already in a transaction is used as it is.
     """
     if connection.dialect.name != "sqlite" or connection.in_transaction():
@@ -46,7 +47,7 @@ def migrating(connection: Connection) -> Iterator[None]:
     assert driver is not None
     enforced = driver.execute("PRAGMA foreign_keys").fetchone()[0]
     driver.execute("PRAGMA foreign_keys=OFF")
-    connection.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+    connection.execution_options(**{SQLITE_BEGIN: "IMMEDIATE" if write_lock else ""})
     try:
         yield
     finally:

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import database_url
-from .db import open_database
+from .db import driver_errors, open_database
 from .errors import DatabaseSetupError, explained
 from .models.marker import Marker
 
@@ -63,7 +63,11 @@ def _name_chunks(session: Session) -> Generator[Sequence[str], None, None]:
         driver = connection.connection.driver_connection
         assert driver is not None
         sql = str(query.compile(dialect=connection.dialect))
-        with driver.cursor() as cursor, closing(cursor.stream(sql, size=CHUNK_SIZE)) as rows:
+        with (
+            driver_errors(connection, sql),
+            driver.cursor() as cursor,
+            closing(cursor.stream(sql, size=CHUNK_SIZE)) as rows,
+        ):
             while chunk := list(map(itemgetter(0), islice(rows, CHUNK_SIZE))):
                 yield chunk
         return
@@ -71,9 +75,9 @@ def _name_chunks(session: Session) -> Generator[Sequence[str], None, None]:
 
 
 def _write_list(chunks: Iterable[Sequence[str]], out: TextIO) -> None:
-    separator = ""
-    out.write("[")
+    # nothing on stdout until the first chunk has arrived: a query that fails prints nothing
+    chunks = iter(chunks)
+    out.write("[" + ", ".join(map(repr, next(chunks, ()))))
     for chunk in chunks:
-        out.write(separator + ", ".join(map(repr, chunk)))
-        separator = ", "
+        out.write(", " + ", ".join(map(repr, chunk)))
     out.write("]\n")

@@ -44,6 +44,8 @@ from .errors import (
     in_memory,
     missing_folder,
     name_database,
+    sqlite_problem,
+    unusable_file,
     without_secrets,
 )
 from .models.base import Base  # models/__init__.py, run first, imports every model
@@ -140,7 +142,10 @@ def connect(url: URL) -> Iterator[Database]:
     with explained(url):
         if url.get_backend_name() == "sqlite":
             path = _existing_sqlite_file(url)
-            raw = _raw_sqlite(path)
+            try:
+                raw = _raw_sqlite(path)
+            except sqlite3.Error as exc:  # the driver's own, which explained() does not see
+                raise DatabaseSetupError(sqlite_problem(path, first_line(exc))) from None
             errors: tuple[type[Exception], ...] = (sqlite3.Error,)
             engine = make_engine(_read_only_sqlite_url(url, path))
         else:
@@ -499,7 +504,7 @@ def _existing_sqlite_file(url: URL) -> Path:
     if message := in_memory(url):
         raise DatabaseSetupError(message)
     path = Path(url.database or "")
-    if message := missing_folder(path):
+    if message := missing_folder(path) or unusable_file(path):
         raise DatabaseSetupError(message)
     if not path.exists():
         raise DatabaseSetupError(
