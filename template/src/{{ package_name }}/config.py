@@ -116,8 +116,7 @@ def _url_from_env(variable: str) -> URL | None:
     if variable == "DATABASE_URL" and variable in os.environ:
         # set, but to nothing: falling back to app.db would write where nobody asked
         raise DatabaseSetupError(
-            f"DATABASE_URL is empty in {where}; give it a database URL, or remove it "
-            "(unset DATABASE_URL) to use .env's or the project's app.db"
+            f"DATABASE_URL is set but empty in {where}; set it to a database URL, or unset it"
         )
     # DATABASE_URL_DIRECT empty means none: migrations go to DATABASE_URL
     return None
