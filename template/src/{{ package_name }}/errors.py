@@ -70,7 +70,8 @@ def explained(url: URL) -> Iterator[None]:
     except DBAPIError as exc:
         raise DatabaseSetupError(_driver_message(url, exc)) from None
     except SQLAlchemyError as exc:
-        raise DatabaseSetupError(f"database error: {_first_line(str(exc))}") from None
+        reason = without_secrets(_first_line(str(exc)), url)
+        raise DatabaseSetupError(f"database error: {reason}") from None
 
 
 def in_memory(url: URL) -> str | None:
