@@ -134,8 +134,10 @@ def _checked_dotenv() -> Path:
             bindings = list(parse_stream(stream))
     except FileNotFoundError:
         return path
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatabaseSetupError(f"cannot read {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise DatabaseSetupError(f"cannot read {path}: it is not UTF-8 text") from None
+    except OSError as exc:
+        raise DatabaseSetupError(f"cannot read {path}: {exc.strerror}") from None
     for binding in bindings:
         if binding.error or (binding.key is not None and binding.value is None):
             text = binding.original.string
