@@ -5,6 +5,7 @@ DATABASE_URL. The Dockerfile's uv commands and CMD run here as written, in a cop
 project reduced to its virtualenv, as the image's final stage is (no container engine needed).
 """
 
+import json
 import re
 import shutil
 import subprocess
@@ -68,6 +69,25 @@ def test_an_installed_wheel_migrates_and_proves_from_an_empty_folder(
     assert "FAIL" not in ok(run(bin_dir / "db-verify", cwd=empty, env=env))
     assert list(empty.iterdir()) == []  # nothing written where it ran
 
+    # db-evidence writes its bundle where it runs, never inside the virtualenv, and records
+    # no commit: the installed code is no checkout's
+    bundle = Path(ok(run(bin_dir / "db-evidence", cwd=empty, env=env)).strip())
+    assert bundle.parent == empty / "evidence"
+    assert json.loads((bundle / "evidence.json").read_text())["git"] == {
+        "commit": None,
+        "dirty": None,
+    }
+    assert not list(venv.rglob("evidence.json"))
+    tests = run(bin_dir / "db-evidence", "--run-tests", cwd=empty, env=env)
+    assert (tests.returncode, tests.stdout) == (2, "")
+    assert tests.stderr == (
+        "db-evidence: error: --run-tests runs the project's test suite, which an installed "
+        "copy does not carry; run it in the project's source checkout, or leave it out\n"
+    )
+    assert "DATABASE_URL is set but empty" in no_project_folder(
+        bin_dir / "read-later", {"DATABASE_URL": ""}, empty
+    )
+
 
 def dockerfile_steps(dockerfile: str) -> tuple[list[str], str]:
     """The `uv sync` commands of the RUN instructions, without their mounts, and the CMD."""
@@ -111,4 +131,4 @@ def test_the_images_uv_commands_and_cmd_run_as_written(
     assert ok(in_image(cmd, url)) == f"{at_head}[]\n"
     ok(in_image("write-once", url))
     assert ok(in_image(cmd, url)) == f"{at_head}['persistent-check']\n"
-    assert "DATABASE_URL is not set" in in_image(cmd, "").stderr
+    assert "DATABASE_URL is set but empty" in in_image(cmd, "").stderr

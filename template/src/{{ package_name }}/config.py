@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 from dotenv import dotenv_values, load_dotenv
+from dotenv.parser import parse_stream
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -49,7 +50,9 @@ def test_database_setting() -> str:
 
     Unset, every test gets a new SQLite file of its own.
     """
-    raw = os.environ.get("TEST_DATABASE_URL") or dotenv_values(_dotenv()).get("TEST_DATABASE_URL")
+    raw = os.environ.get("TEST_DATABASE_URL") or dotenv_values(_checked_dotenv()).get(
+        "TEST_DATABASE_URL"
+    )
     return (raw or "").strip()
 
 
@@ -105,9 +108,47 @@ def _not_a_url(variable: str) -> DatabaseSetupError:
 
 def _url_from_env(variable: str) -> URL | None:
     # a real environment variable wins over .env (load_dotenv never overrides)
-    load_dotenv(_dotenv())
+    where = "the environment" if variable in os.environ else ".env"
+    load_dotenv(_checked_dotenv())
     raw = os.environ.get(variable, "")
-    return parse_database_url(raw, variable) if raw.strip() else None
+    if raw.strip():
+        return parse_database_url(raw, variable)
+    if variable == "DATABASE_URL" and variable in os.environ:
+        # set, but to nothing: falling back to app.db would write where nobody asked
+        raise DatabaseSetupError(
+            f"DATABASE_URL is set but empty in {where}; set it to a database URL, or unset it"
+        )
+    # DATABASE_URL_DIRECT empty means none: migrations go to DATABASE_URL
+    return None
+
+
+def _checked_dotenv() -> Path:
+    """The .env file, once python-dotenv's own parser has read every line of it.
+
+    python-dotenv skips a line it cannot parse with a warning, and the setting it held
+    would silently fall back to another database: here that is an error naming the line.
+    """
+    path = _dotenv()
+    try:
+        with path.open(encoding="utf-8") as stream:
+            bindings = list(parse_stream(stream))
+    except FileNotFoundError:
+        return path
+    except UnicodeDecodeError:
+        raise DatabaseSetupError(f"cannot read {path}: it is not UTF-8 text") from None
+    except OSError as exc:
+        raise DatabaseSetupError(f"cannot read {path}: {exc.strerror}") from None
+    for binding in bindings:
+        if binding.error or (binding.key is not None and binding.value is None):
+            text = binding.original.string
+            # a binding's text begins with the blank lines before it
+            line = binding.original.line + text[: len(text) - len(text.lstrip())].count("\n")
+            # the line itself is not shown: it may hold a password
+            raise DatabaseSetupError(
+                f"{path} line {line} cannot be parsed (a quote left open, or no `=`); "
+                "write it as NAME=value, or remove it"
+            )
+    return path
 
 
 def _dotenv() -> Path:

@@ -2,15 +2,18 @@
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import database_url
-from .errors import DatabaseSetupError, explained, missing_folder
+from .errors import DatabaseSetupError, explained, in_memory, missing_folder
 from .schema import check_at_head
 
 # seconds to wait for a connection (PostgreSQL)
@@ -46,11 +49,7 @@ def make_engine(url: URL, pre_ping: bool = True) -> Engine:
         pool_recycle=300,
         # the project has no hstore column: looking the type up costs three statements per connect
         use_native_hstore=False,
-        connect_args={
-            "connect_timeout": CONNECT_TIMEOUT,
-            # PgBouncer in transaction mode (Neon's -pooler host) cannot keep prepared statements
-            "prepare_threshold": None,
-        },
+        connect_args=postgresql_connect_args(url),
     )
 
     def begin_postgresql(connection: Connection) -> None:
@@ -98,6 +97,28 @@ def milliseconds(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
+def postgresql_connect_args(url: URL) -> dict[str, Any]:
+    """psycopg's settings: the project's defaults, except where the URL's query sets its own.
+
+    The URL wins: it is where a user tunes a connection for their server (a longer
+    connect_timeout for a compute that wakes up slowly), and every path reads the same URL.
+    """
+    defaults: dict[str, Any] = {
+        "connect_timeout": CONNECT_TIMEOUT,
+        # PgBouncer in transaction mode (Neon's -pooler host) cannot keep prepared statements
+        "prepare_threshold": None,
+    }
+    args = {key: value for key, value in defaults.items() if key not in url.query}
+    if isinstance(threshold := url.query.get("prepare_threshold"), str):
+        # psycopg takes it as a keyword, not from the connection string: an int, or None (off)
+        if threshold.lower() not in ("", "none") and not threshold.isdigit():
+            raise DatabaseSetupError(
+                f"prepare_threshold={threshold} in the URL is not a number or None"
+            )
+        args["prepare_threshold"] = int(threshold) if threshold.isdigit() else None
+    return args
+
+
 def open_database(url: URL | None = None, pre_ping: bool = True) -> sessionmaker[Session]:
     """Sessions on a database the migrations have brought to head, or DatabaseSetupError.
 
@@ -116,9 +137,22 @@ def open_database(url: URL | None = None, pre_ping: bool = True) -> sessionmaker
     return sessionmaker(engine)
 
 
+@contextmanager
+def driver_errors(connection: Connection, statement: str) -> Iterator[None]:
+    """Errors of the driver's own cursor (COPY, streaming), wrapped as SQLAlchemy wraps its
+    own, so that explained() tells them in one line."""
+    dbapi = connection.dialect.loaded_dbapi
+    try:
+        yield
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(statement, None, exc, dbapi.Error) from None
+
+
 def _refuse_missing_sqlite_file(url: URL) -> None:
     # connecting would create an empty file; the schema belongs to `alembic upgrade head`
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+    if message := in_memory(url):
+        raise DatabaseSetupError(message)
+    if url.get_backend_name() != "sqlite" or not url.database:
         return
     path = Path(url.database)
     if message := missing_folder(path):

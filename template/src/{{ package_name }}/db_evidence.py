@@ -8,7 +8,7 @@ from pathlib import Path
 
 from alembic.util import CommandError
 
-from .config import database_url
+from .config import IN_SOURCE_CHECKOUT, database_url
 from .errors import DatabaseSetupError, explained
 from .evidence import (
     collect,
@@ -38,7 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--output",
         metavar="DIR",
         type=Path,
-        help="the bundle's folder, new or empty (default: evidence/<UTC time>/, git-ignored)",
+        help="the bundle's folder, new or empty (default: evidence/<UTC time>/ in the project "
+        "folder, git-ignored; for an installed copy, in the current folder)",
     )
     parser.add_argument(
         "--run-tests",
@@ -46,6 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run the project's pytest first and record its counts (its output goes to stderr)",
     )
     args = parser.parse_args(argv)
+    if args.run_tests and not IN_SOURCE_CHECKOUT:
+        parser.exit(
+            2,
+            "db-evidence: error: --run-tests runs the project's test suite, which an installed "
+            "copy does not carry; run it in the project's source checkout, or leave it out\n",
+        )
     now = utc_now()
     output: Path = args.output or default_output(now)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):

@@ -3,6 +3,8 @@
 import argparse
 import gc
 import json
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,7 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"db-verify: error: {exc}\n")
     except KeyboardInterrupt:
         parser.exit(130, "db-verify: interrupted\n")
-    print(as_json(result, describe(url)) if args.json else as_lines(result))
+    try:
+        print(as_json(result, describe(url)) if args.json else as_lines(result), flush=True)
+    except BrokenPipeError:
+        # whoever read the output stopped early (`db-verify | head -3`); say nothing more to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     if result.ok:
         return 0
     return 1 if result.failed else 2  # could not verify: no verdict on the database

@@ -1,5 +1,6 @@
 """Failures a user must fix, each told in one line with the password masked."""
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,9 +32,23 @@ def lock_wait_message() -> str:
     )
 
 
+MASK = "***"
+
+
 def describe(url: URL) -> str:
-    """The URL as it may be shown: never with its password."""
-    return url.render_as_string(hide_password=True)
+    """The URL as it may be shown: its password masked, wherever the URL holds one."""
+    shown = url.set(
+        query={key: MASK if _is_secret(key) else value for key, value in url.query.items()}
+    )
+    # render_as_string percent-encodes the query's mask; shown as the userinfo's is
+    return shown.render_as_string(hide_password=True).replace("%2A%2A%2A", MASK)
+
+
+def without_secrets(text: str, url: URL) -> str:
+    """text, with every secret the URL holds masked: for what a driver says about it."""
+    for secret in _secrets(url):
+        text = text.replace(secret, MASK)
+    return text
 
 
 def name_database(url: URL) -> str:
@@ -74,11 +89,32 @@ def explained(url: URL) -> Iterator[None]:
     except DBAPIError as exc:
         raise DatabaseSetupError(_driver_message(url, exc)) from None
     except SQLAlchemyError as exc:
-        raise DatabaseSetupError(f"database error: {_first_line(str(exc))}") from None
+        reason = without_secrets(_first_line(str(exc)), url)
+        raise DatabaseSetupError(f"database error: {reason}") from None
     except Exception as exc:  # the driver's own, where the programs use it directly (COPY)
         if lock_timed_out(exc):
             raise DatabaseSetupError(lock_wait_message()) from None
         raise
+
+
+def in_memory(url: URL) -> str | None:
+    """What to say when url is an in-memory SQLite database; None when it is not."""
+    if url.get_backend_name() != "sqlite" or url.database not in (None, "", ":memory:"):
+        return None
+    return (
+        "the URL names an in-memory SQLite database, which vanishes when the program exits: "
+        "nothing written there would last, nothing is there to read; use a file "
+        "(sqlite:///app.db)"
+    )
+
+
+def unusable_file(path: Path) -> str | None:
+    """What to say when a SQLite path is a folder or a file this user cannot read; else None."""
+    if path.is_dir():
+        return f"{path} is a folder, not a SQLite database; check DATABASE_URL"
+    if path.exists() and not os.access(path, os.R_OK):
+        return f"cannot read SQLite database {path}: permission denied for this user"
+    return None
 
 
 def missing_folder(path: Path) -> str | None:
@@ -88,17 +124,53 @@ def missing_folder(path: Path) -> str | None:
     return f"cannot open SQLite database {path}: folder {path.parent} does not exist"
 
 
+def _secrets(url: URL) -> list[str]:
+    # the userinfo's password, and libpq's password= and sslpassword= in the query, any case
+    found = [url.password] if url.password else []
+    for key, value in url.query.items():
+        if _is_secret(key):
+            found += [value] if isinstance(value, str) else list(value)
+    return sorted({str(secret) for secret in found if secret}, key=len, reverse=True)
+
+
+def _is_secret(key: str) -> bool:
+    return "password" in key.lower()
+
+
 def _driver_message(url: URL, exc: DBAPIError) -> str:
-    reason = _first_line(str(exc.orig))
+    reason = without_secrets(_first_line(str(exc.orig)), url)
     if lock_timed_out(exc):
         return lock_wait_message()
     if url.get_backend_name() != "sqlite":
         return f"cannot use {describe(url)}: {reason}"
     path = Path(url.database or "")
-    if "unable to open database file" in reason and (message := missing_folder(path)):
+    if "unable to open database file" in reason and (
+        message := missing_folder(path) or unusable_file(path)
+    ):
         return message
+    return sqlite_problem(path, reason)
+
+
+def sqlite_problem(path: Path, reason: str) -> str:
+    """What sqlite3's reason for failing on the file at path means, in one line."""
     if "file is not a database" in reason:
         return f"{path} is not a SQLite database; check DATABASE_URL"
+    if "readonly database" in reason:
+        if not os.access(path.parent, os.W_OK):
+            # WAL mode: every connection, a reader's too, shares an index in path-shm beside it
+            return (
+                f"SQLite database {path}: its folder {path.parent} is not writable for this "
+                f"user, and SQLite must create {path.name}-shm and {path.name}-wal there even "
+                "to read it; make the folder writable for this user, or work on a copy"
+            )
+        # a reader of a read-only file leaves -wal and -shm as read-only as it was
+        files = [path, *(path.with_name(path.name + end) for end in ("-wal", "-shm"))]
+        locked = [str(file) for file in files if file.exists() and not os.access(file, os.W_OK)]
+        are = "is" if len(locked) < 2 else "are"
+        return (
+            f"SQLite database {path} cannot be written: {', '.join(locked) or 'it'} {are} "
+            "read-only for this user; make the files and their folder writable (chmod u+w)"
+        )
     return f"SQLite database {path}: {reason}"
 
 

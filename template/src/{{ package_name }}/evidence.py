@@ -26,19 +26,20 @@ from sqlalchemy import Connection, MetaData, inspect
 from sqlalchemy.exc import CompileError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from .config import PROJECT_ROOT, parse_database_url, test_database_setting
+from .config import IN_SOURCE_CHECKOUT, PROJECT_ROOT, parse_database_url, test_database_setting
 from .errors import DatabaseSetupError, describe
 from .migrate import alembic_config
-from .verify import Database, verify
+from .verify import Database, reflecting, verify
 
 SCHEMA_PATH = Path(__file__).with_name("evidence.schema.json")
-EVIDENCE_DIR = PROJECT_ROOT / "evidence"
 FORMAT_VERSION = 2
 
 
 def default_output(now: datetime) -> Path:
-    """evidence/<UTC timestamp>/ in the project folder (git-ignored)."""
-    return EVIDENCE_DIR / now.strftime("%Y%m%dT%H%M%SZ")
+    """evidence/<UTC timestamp>/ in the project folder (git-ignored), or, for an installed
+    copy, which has none (its package lives in a virtualenv), in the current folder."""
+    root = PROJECT_ROOT if IN_SOURCE_CHECKOUT else Path.cwd()
+    return root / "evidence" / now.strftime("%Y%m%dT%H%M%SZ")
 
 
 def collect(
@@ -175,7 +176,8 @@ def schema_sql(database: Database) -> str:
         )
         return "".join(f"{sql};\n\n" for sql in rows.scalars())
     metadata = MetaData()
-    metadata.reflect(database.connection)
+    with reflecting():
+        metadata.reflect(database.connection)
     dialect = database.connection.dialect
     statements = []
     for table in metadata.sorted_tables:
@@ -330,6 +332,9 @@ def _git() -> dict[str, Any]:
             return None
         return completed.stdout if completed.returncode == 0 else None
 
+    if not IN_SOURCE_CHECKOUT:
+        # an installed copy's code is no commit of any repository around it
+        return {"commit": None, "dirty": None}
     commit = git("rev-parse", "HEAD")
     if commit is None:
         return {"commit": None, "dirty": None}

@@ -64,11 +64,12 @@ BLOCKERS = text(
 
 
 @contextmanager
-def migrating(connection: Connection) -> Iterator[None]:
+def migrating(connection: Connection, write_lock: bool = True) -> Iterator[None]:
     """Ready a connection for migrations before its transaction begins; restore it after.
 
     On SQLite: foreign keys are not enforced (the pragma is ignored inside a transaction),
-    and the transaction begins with the write lock taken, so that concurrent upgrades queue.
+    and, with write_lock, the transaction begins with the write lock taken, so that
+    concurrent upgrades queue (a command that only reads passes False, and never waits).
     On PostgreSQL: the transaction begins without the programs' lock timeout, which would
     cut the wait for other migrations (wait_for_other_migrations sets the migrations' own).
     A connection already in a transaction is used as it is.
@@ -91,7 +92,7 @@ def migrating(connection: Connection) -> Iterator[None]:
     assert driver is not None
     enforced = driver.execute("PRAGMA foreign_keys").fetchone()[0]
     driver.execute("PRAGMA foreign_keys=OFF")
-    connection.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+    connection.execution_options(**{SQLITE_BEGIN: "IMMEDIATE" if write_lock else ""})
     try:
         yield
     finally:

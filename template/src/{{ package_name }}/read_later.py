@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import database_url
-from .db import lock_timeout, open_database, set_local_lock_timeout
+from .db import driver_errors, lock_timeout, open_database, set_local_lock_timeout
 from .errors import DatabaseSetupError, explained
 from .models.marker import Marker
 
@@ -64,7 +64,7 @@ def _name_chunks(session: Session) -> Generator[Sequence[str], None, None]:
         driver = connection.connection.driver_connection
         assert driver is not None
         sql = str(query.compile(dialect=connection.dialect))
-        with driver.cursor() as cursor:
+        with driver_errors(connection, sql), driver.cursor() as cursor:
             cursor.execute(f"BEGIN READ ONLY; {set_local_lock_timeout(lock_timeout())}")
             with closing(cursor.stream(sql, size=CHUNK_SIZE)) as rows:
                 while chunk := list(map(itemgetter(0), islice(rows, CHUNK_SIZE))):
@@ -75,9 +75,9 @@ def _name_chunks(session: Session) -> Generator[Sequence[str], None, None]:
 
 
 def _write_list(chunks: Iterable[Sequence[str]], out: TextIO) -> None:
-    # "[" goes out with the first rows: a read that fails before them prints nothing
-    separator = "["
+    # nothing on stdout until the first chunk has arrived: a query that fails prints nothing
+    chunks = iter(chunks)
+    out.write("[" + ", ".join(map(repr, next(chunks, ()))))
     for chunk in chunks:
-        out.write(separator + ", ".join(map(repr, chunk)))
-        separator = ", "
-    out.write("[]\n" if separator == "[" else "]\n")
+        out.write(", " + ", ".join(map(repr, chunk)))
+    out.write("]\n")

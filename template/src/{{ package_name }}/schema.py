@@ -81,19 +81,30 @@ def check_at_head(connection: Connection, versions: Path | None = None) -> None:
     raise DatabaseSetupError(problem + where_alembic_works(url))
 
 
-def _no_revision(connection: Connection, versions: Path, database: str) -> str:
-    # an empty alembic_version is what `alembic downgrade base` leaves: no schema either
+def adoption_advice(connection: Connection, versions: Path | None = None) -> str | None:
+    """For a database with no revision stamped: the advice to adopt the tables it holds.
+
+    None when it holds none (a new database, or what `alembic downgrade base` leaves).
+    """
+    versions = versions or VERSIONS_DIR
     tables = [name for name in inspect(connection).get_table_names() if name != "alembic_version"]
     if not tables:
-        return f"{database} has no schema yet; run `alembic upgrade head`"
+        return None
     # made without the migrations (the lesson's scripts call create_all): upgrading would try
     # to create tables that are there, and stamping a revision whose tables differ hides it
     first = ", ".join(sorted(_first_revisions(versions)))
     return (
-        f"{database} has tables ({', '.join(sorted(tables))}) but no migration history; if they "
-        f"are what revision {first} creates, adopt them with `alembic stamp {first}`, then "
-        "`alembic upgrade head` and `alembic check` (see the skill's alembic-migrations.md)"
+        f"the database ({name_database(connection.engine.url)}) has tables "
+        f"({', '.join(sorted(tables))}) but no migration history; if they are what revision "
+        f"{first} creates, adopt them with `alembic stamp {first}`, then `alembic upgrade head` "
+        "and `alembic check` (see the skill's alembic-migrations.md)"
     )
+
+
+def _no_revision(connection: Connection, versions: Path, database: str) -> str:
+    # an empty alembic_version is what `alembic downgrade base` leaves: no schema either
+    advice = adoption_advice(connection, versions)
+    return advice or f"{database} has no schema yet; run `alembic upgrade head`"
 
 
 def _is_missing_table(exc: DBAPIError) -> bool:

@@ -21,6 +21,7 @@ import importlib
 import json
 import os
 import sqlite3
+import warnings
 import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
@@ -51,20 +52,24 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SAWarning, SQLAlchemyError
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.sql.schema import ColumnCollectionConstraint
 
 from .config import MIGRATIONS_DIR, where_alembic_works
-from .db import CONNECT_TIMEOUT, lock_timeout, make_engine, set_local_lock_timeout
+from .db import lock_timeout, make_engine, postgresql_connect_args, set_local_lock_timeout
 from .errors import (
     DatabaseSetupError,
     describe,
     explained,
+    in_memory,
     lock_timed_out,
     lock_wait_message,
     missing_folder,
     name_database,
+    sqlite_problem,
+    unusable_file,
+    without_secrets,
 )
 from .models.base import Base  # models/__init__.py, run first, imports every model
 
@@ -191,7 +196,10 @@ def connect(url: URL) -> Iterator[Database]:
     with explained(url):
         if url.get_backend_name() == "sqlite":
             path = _existing_sqlite_file(url)
-            raw = _raw_sqlite(path)
+            try:
+                raw = _raw_sqlite(path)
+            except sqlite3.Error as exc:  # the driver's own, which explained() does not see
+                raise DatabaseSetupError(sqlite_problem(path, first_line(exc))) from None
             errors: tuple[type[Exception], ...] = (sqlite3.Error,)
             engine = make_engine(_read_only_sqlite_url(url, path))
         else:
@@ -253,6 +261,20 @@ def verify(
             continue
         result.checks.append(Check(name, ok, detail))
     return result
+
+
+@contextmanager
+def reflecting() -> Iterator[None]:
+    """Around reflection into SQLAlchemy objects: no warning about NOT VALID constraints.
+
+    PostgreSQL reflects a constraint left NOT VALID with an option SQLAlchemy warns that it
+    cannot check; the integrity check names such a constraint instead.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", "Can't validate argument 'dialect_options'", category=SAWarning
+        )
+        yield
 
 
 def load_bundle(path: Path) -> dict[str, Any]:
@@ -337,12 +359,13 @@ def _check_schema(database: Database) -> tuple[bool, str]:
     # the options migrations/env.py gives `alembic check`, so that the two agree
     opts = {"target_metadata": Base.metadata, "compare_type": True, "compare_server_default": True}
     context = MigrationContext.configure(database.connection, opts=opts)
-    differences = [
-        describe_difference(difference)
-        for difference in compare_metadata(context, Base.metadata)
-        if not _is_constraint_difference(difference)
-    ]
-    differences += _constraint_differences(database.connection)
+    with reflecting():
+        differences = [
+            describe_difference(difference)
+            for difference in compare_metadata(context, Base.metadata)
+            if not _is_constraint_difference(difference)
+        ]
+        differences += _constraint_differences(database.connection)
     if not differences:
         return True, "the database matches the models"
     return False, f"{len(differences)} difference(s): {'; '.join(differences)}"
@@ -786,10 +809,10 @@ def _versions(database: Database) -> tuple[str, str]:
 
 def _existing_sqlite_file(url: URL) -> Path:
     # opening read-only never creates a file, but its message would not say what to do
+    if message := in_memory(url):
+        raise DatabaseSetupError(message)
     path = Path(url.database or "")
-    if not url.database or url.database == ":memory:":
-        raise DatabaseSetupError("db-verify needs a SQLite file, not an in-memory database")
-    if message := missing_folder(path):
+    if message := missing_folder(path) or unusable_file(path):
         raise DatabaseSetupError(message)
     if not path.exists():
         raise DatabaseSetupError(
@@ -810,20 +833,19 @@ def _raw_sqlite(path: Path) -> sqlite3.Connection:
 
 def _raw_postgresql(url: URL) -> tuple[Any, tuple[type[Exception], ...]]:
     psycopg = importlib.import_module("psycopg")  # the postgres extra; explained() says so
-    options = {key: value for key, value in url.query.items() if isinstance(value, str)}
+    # as SQLAlchemy merges them for the engine: the URL's parts, its query (host=, password=
+    # and the like override the parts), then the project's defaults where the query is silent
+    parts = {"host": url.host, "port": url.port, "user": url.username, "dbname": url.database}
+    options = {key: value for key, value in parts.items() if value is not None}
+    if url.password is not None:
+        options["password"] = str(url.password)
+    options.update((key, value) for key, value in url.query.items() if isinstance(value, str))
+    options.update(postgresql_connect_args(url))
     try:
-        raw = psycopg.connect(
-            host=url.host,
-            port=url.port,
-            user=url.username,
-            password=url.password,
-            dbname=url.database,
-            connect_timeout=CONNECT_TIMEOUT,
-            prepare_threshold=None,  # PgBouncer in transaction mode (Neon's pooled host)
-            **options,
-        )
+        raw = psycopg.connect(**options)
     except psycopg.Error as exc:
-        raise DatabaseSetupError(f"cannot use {describe(url)}: {first_line(exc)}") from None
+        reason = without_secrets(first_line(exc), url)
+        raise DatabaseSetupError(f"cannot use {describe(url)}: {reason}") from None
     raw.read_only = True
     raw.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # to import a snapshot
     return raw, (psycopg.Error,)

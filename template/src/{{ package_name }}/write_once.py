@@ -12,7 +12,7 @@ from sqlalchemy import Connection, bindparam, insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import database_url
-from .db import open_database
+from .db import driver_errors, open_database
 from .errors import DatabaseSetupError, explained
 from .models.marker import InvalidName, Marker, check_names
 
@@ -85,7 +85,11 @@ def _writer(connection: Connection) -> Iterator[Callable[[list[str]], None]]:
         # psycopg escapes each name for COPY's text format, so every byte arrives as it was
         driver = connection.connection.driver_connection
         assert driver is not None
-        with driver.cursor() as cursor, cursor.copy(COPY_MARKERS) as copy:
+        with (
+            driver_errors(connection, COPY_MARKERS),
+            driver.cursor() as cursor,
+            cursor.copy(COPY_MARKERS) as copy,
+        ):
 
             def copy_rows(batch: list[str]) -> None:
                 for name in batch:
