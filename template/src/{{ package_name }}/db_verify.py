@@ -20,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Check the database through other paths than the programs use: Alembic's revision, "
             "the schema against the models, the database's own integrity checks, and every "
             "table read by the ORM and by raw SQL. Exit 0: all hold; 1: a check failed; "
-            "2: it could not run."
+            "2: it could not run, or a check could not verify (writes in progress)."
         ),
     )
     parser.add_argument(
@@ -49,7 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         parser.exit(130, "db-verify: interrupted\n")
     print(as_json(result, describe(url)) if args.json else as_lines(result))
-    return 0 if result.ok else 1
+    if result.ok:
+        return 0
+    return 1 if result.failed else 2  # could not verify: no verdict on the database
 
 
 def as_lines(result: Verification) -> str:

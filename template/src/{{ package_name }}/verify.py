@@ -5,18 +5,25 @@ reads revision ids without Alembic. Re-reading through that same code proves lit
 check here takes a different road to the same fact:
 
 - revision: Alembic's own migration context and script directory;
-- schema: Alembic's comparison of the database with the models (what `alembic check` runs);
-- integrity: the database's own checks, on a raw driver connection;
+- schema: Alembic's comparison of the database with the models (what `alembic check` runs),
+  and every named constraint and index of the models' tables compared by reflection (Alembic
+  skips CHECK constraints and primary keys);
+- integrity: the database's own checks, on a raw driver connection (on SQLite one that could
+  write but refuses to, the only kind on which integrity_check verifies CHECK constraints);
 - data: every mapped table read twice, through the ORM and with plain SQL on a new raw
   DB-API connection (sqlite3 read-only, or psycopg), the two row counts and checksums equal.
+
+A check that cannot reach a verdict (a table written on SQLite during every attempt to read it)
+says "could not verify", which is neither ok nor a failure of the database.
 """
 
 import importlib
 import json
+import os
 import sqlite3
 import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -30,10 +37,23 @@ from uuid import UUID
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, Connection, DefaultClause, Engine, Table, select
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    Connection,
+    DefaultClause,
+    Engine,
+    ForeignKeyConstraint,
+    PrimaryKeyConstraint,
+    Table,
+    UniqueConstraint,
+    inspect,
+    select,
+)
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Mapper, Session
+from sqlalchemy.sql.schema import ColumnCollectionConstraint
 
 from .config import MIGRATIONS_DIR, where_alembic_works
 from .db import CONNECT_TIMEOUT, lock_timeout, make_engine, set_local_lock_timeout
@@ -51,10 +71,32 @@ from .models.base import Base  # models/__init__.py, run first, imports every mo
 # rows fetched per round trip on both paths; memory stays flat however big a table is
 CHUNK_SIZE = 10_000
 CHECKSUM_MODULUS = 2**64
+# how SQLite's stored text of a date or time column reads as one
+ISO_PARSERS: dict[type | None, Callable[[str], object]] = {
+    datetime: datetime.fromisoformat,
+    date: date.fromisoformat,
+    time: time.fromisoformat,
+}
+# reads of a table on SQLite, where a commit between the ORM and the raw read can make them
+# differ; past the last one the table is too busy to verify
+DATA_ATTEMPTS = 3
+# Alembic's differences that _constraint_differences reports instead, each named once
+CONSTRAINT_OPERATIONS = {
+    "add_index",
+    "remove_index",
+    "add_constraint",
+    "remove_constraint",
+    "add_fk",
+    "remove_fk",
+}
 
 
 class BundleError(Exception):
     """An evidence bundle given to --expect that cannot be read; str() is one line."""
+
+
+class CouldNotVerify(Exception):
+    """A check that could reach no verdict, through no fault of the database; str() says why."""
 
 
 @dataclass(frozen=True)
@@ -64,9 +106,11 @@ class Check:
     name: str
     ok: bool
     detail: str
+    verified: bool = True  # False: no verdict either way (ok is False too)
 
     def line(self) -> str:
-        return f"{'ok' if self.ok else 'FAIL':<4} {self.name}: {self.detail}"
+        status = "ok" if self.ok else "FAIL" if self.verified else "??"
+        return f"{status:<4} {self.name}: {self.detail}"
 
 
 @dataclass(frozen=True)
@@ -90,6 +134,11 @@ class Verification:
     @property
     def ok(self) -> bool:
         return all(check.ok for check in self.checks)
+
+    @property
+    def failed(self) -> bool:
+        """A check found the database wrong (not merely unable to verify it)."""
+        return any(not check.ok and check.verified for check in self.checks)
 
 
 @dataclass
@@ -199,6 +248,9 @@ def verify(
                 raise DatabaseSetupError(lock_wait_message()) from None
             database.rollback()
             ok, detail = False, f"could not check: {first_line(exc)}"
+        except CouldNotVerify as exc:
+            result.checks.append(Check(name, False, f"could not verify: {exc}", verified=False))
+            continue
         result.checks.append(Check(name, ok, detail))
     return result
 
@@ -285,16 +337,154 @@ def _check_schema(database: Database) -> tuple[bool, str]:
     # the options migrations/env.py gives `alembic check`, so that the two agree
     opts = {"target_metadata": Base.metadata, "compare_type": True, "compare_server_default": True}
     context = MigrationContext.configure(database.connection, opts=opts)
-    differences = [describe_difference(d) for d in compare_metadata(context, Base.metadata)]
+    differences = [
+        describe_difference(difference)
+        for difference in compare_metadata(context, Base.metadata)
+        if not _is_constraint_difference(difference)
+    ]
+    differences += _constraint_differences(database.connection)
     if not differences:
         return True, "the database matches the models"
     return False, f"{len(differences)} difference(s): {'; '.join(differences)}"
 
 
+@dataclass(frozen=True)
+class Named:
+    """A constraint or index: its kind, name and columns."""
+
+    kind: str
+    name: str | None
+    shape: str | None  # None: not compared (a CHECK constraint's SQL, an expression index)
+
+
+# the order differences are told in, per table
+KINDS = ["primary key", "foreign key", "unique constraint", "check constraint", "index"]
+
+
+def _is_constraint_difference(difference: Any) -> bool:
+    return isinstance(difference, tuple) and difference[0] in CONSTRAINT_OPERATIONS
+
+
+def _constraint_differences(connection: Connection) -> list[str]:
+    """Each named constraint and index of the models' tables that the database lacks or adds.
+
+    Compared by name, and by columns where they have some; a CHECK constraint by name only
+    (each backend gives back its SQL in its own words). A table missing from the database is
+    not compared here: Alembic's comparison names it.
+    """
+    inspector = inspect(connection)
+    differences = []
+    for table in sorted(Base.metadata.tables.values(), key=lambda table: table.name):
+        if inspector.has_table(table.name, schema=table.schema):
+            found = _database_constraints(inspector, table)
+            differences += _compare_named(table.name, _model_constraints(table), found)
+    return differences
+
+
+def _compare_named(table: str, models: list[Named], found: list[Named]) -> list[str]:
+    in_database: dict[tuple[str, str | None], Named] = {
+        (item.kind, item.name): item for item in found if item.name
+    }
+    in_models = {(item.kind, item.name): item for item in models}
+    extra = [item for item in found if (item.kind, item.name) not in in_models]
+    said = []
+    for item in models:
+        there = in_database.get((item.kind, item.name))
+        if there is None:
+            # the same columns under another name, or none (SQLite keeps unnamed ones)
+            twin = next((x for x in extra if (x.kind, x.shape) == (item.kind, item.shape)), None)
+            if twin is None or item.shape is None:
+                where = "in the models, not in the database"
+            else:
+                extra.remove(twin)
+                where = (
+                    f"named {twin.name} in the database" if twin.name else "unnamed in the database"
+                )
+            said.append((item.kind, f"{item.kind} {item.name} on {table}: {where}"))
+        elif there.shape != item.shape and None not in (there.shape, item.shape):
+            shapes = f"{there.shape} in the database, {item.shape} in the models"
+            said.append((item.kind, f"{item.kind} {item.name} on {table}: {shapes}"))
+    for item in extra:
+        name = item.name or " ".join(filter(None, ["(unnamed)", item.shape]))
+        said.append(
+            (item.kind, f"{item.kind} {name} on {table}: in the database, not in the models")
+        )
+    return [line for _kind, line in sorted(said, key=lambda said: KINDS.index(said[0]))]
+
+
+def _model_constraints(table: Table) -> list[Named]:
+    named = []
+    for constraint in table.constraints:
+        name = str(constraint.name) if isinstance(constraint.name, str) else None
+        if isinstance(constraint, CheckConstraint):
+            named.append(Named("check constraint", name, None))
+            continue
+        if not isinstance(constraint, ColumnCollectionConstraint) or not constraint.columns:
+            continue
+        columns = _columns(column.name for column in constraint.columns)
+        if isinstance(constraint, PrimaryKeyConstraint):
+            named.append(Named("primary key", name, columns))
+        elif isinstance(constraint, ForeignKeyConstraint):
+            referred = _columns(element.column.name for element in constraint.elements)
+            to = f"{columns} -> {constraint.referred_table.name} {referred}"
+            named.append(Named("foreign key", name, to))
+        elif isinstance(constraint, UniqueConstraint):
+            named.append(Named("unique constraint", name, columns))
+    for index in table.indexes:
+        name = str(index.name) if isinstance(index.name, str) else None
+        plain = all(isinstance(expression, Column) for expression in index.expressions)
+        shape = _columns(column.name for column in index.columns) if plain else None
+        named.append(Named("index", name, _unique(index.unique, shape)))
+    return named
+
+
+def _database_constraints(inspector: Any, table: Table) -> list[Named]:
+    where = {"table_name": table.name, "schema": table.schema}
+    named = []
+    primary_key = inspector.get_pk_constraint(**where)
+    if primary_key["constrained_columns"]:
+        columns = _columns(primary_key["constrained_columns"])
+        named.append(Named("primary key", primary_key["name"], columns))
+    for key in inspector.get_foreign_keys(**where):
+        columns, referred = _columns(key["constrained_columns"]), _columns(key["referred_columns"])
+        named.append(
+            Named("foreign key", key["name"], f"{columns} -> {key['referred_table']} {referred}")
+        )
+    for unique in inspector.get_unique_constraints(**where):
+        named.append(Named("unique constraint", unique["name"], _columns(unique["column_names"])))
+    for check in inspector.get_check_constraints(**where):
+        named.append(Named("check constraint", check["name"], None))
+    for index in inspector.get_indexes(**where):
+        # PostgreSQL gives a unique constraint's index too; SQLite's own are sqlite_autoindex_*
+        own = str(index["name"]).startswith("sqlite_autoindex_")
+        if own or index.get("duplicates_constraint"):
+            continue
+        plain = None not in index["column_names"]
+        shape = _columns(index["column_names"]) if plain else None
+        named.append(Named("index", index["name"], _unique(bool(index["unique"]), shape)))
+    return named
+
+
+def _columns(names: Iterable[str]) -> str:
+    return f"({', '.join(names)})"
+
+
+def _unique(unique: bool | None, shape: str | None) -> str | None:
+    return f"unique {shape}" if unique and shape is not None else shape
+
+
 def _check_integrity(database: Database) -> tuple[bool, str]:
     if database.backend == "sqlite":
-        problems = _sqlite_integrity(database.raw)
-        passed = "integrity_check ok, no foreign-key violation"
+        path = Path(database.url.database or "")
+        if _can_write(path):
+            problems = _sqlite_integrity(database.raw, path)
+            passed = "integrity_check ok, CHECK constraints hold, no foreign-key violation"
+        else:
+            problems = _sqlite_integrity(database.raw, None)
+            passed = (
+                "integrity_check ok, no foreign-key violation; CHECK constraints not checked: "
+                f"{path} or its folder is read-only to this user"
+            )
     else:
         problems = _postgresql_integrity(database.raw)
         passed = "no invalid index, no constraint left NOT VALID"
@@ -307,20 +497,30 @@ def _check_data(
     table = mapper.local_table
     assert isinstance(table, Table)
     columns = _mapped_columns(mapper)
-    database.share_snapshot()
-    version = database.data_version()
-    orm = TableData(*_orm_checksum(database.connection, mapper, columns))
-    raw = TableData(*_raw_checksum(database, table, columns))
-    tables[table.name] = raw
-    if orm == raw:
-        return True, f"{_rows(raw.rows)}, checksum {raw.checksum}; the ORM and raw SQL agree"
-    disagree = (
-        f"the ORM read {_rows(orm.rows)} (checksum {orm.checksum}), "
-        f"raw SQL {_rows(raw.rows)} (checksum {raw.checksum})"
+    for _attempt in range(DATA_ATTEMPTS):
+        database.share_snapshot()
+        version = database.data_version()
+        try:
+            orm = TableData(*_orm_checksum(database.connection, mapper, columns))
+        except ValueError as exc:  # a stored value its column's type cannot read: text as a date
+            database.rollback()
+            tables[table.name] = TableData(*_raw_checksum(database, table, columns))  # --expect
+            return False, f"the ORM cannot read every row: {first_line(exc)}"
+        raw = TableData(*_raw_checksum(database, table, columns))
+        tables[table.name] = raw  # one read's count: --expect compares it
+        if orm == raw:
+            return True, f"{_rows(raw.rows)}, checksum {raw.checksum}; the ORM and raw SQL agree"
+        if database.data_version() == version:
+            return False, (
+                f"the ORM read {_rows(orm.rows)} (checksum {orm.checksum}), "
+                f"raw SQL {_rows(raw.rows)} (checksum {raw.checksum})"
+            )
+        # another process committed between the two reads (PostgreSQL's shared snapshot
+        # rules that out): the difference says nothing about the data; read again
+    raise CouldNotVerify(
+        f"writes in progress: another process committed to {table.name} during each of "
+        f"{DATA_ATTEMPTS} reads; run db-verify again when writes stop"
     )
-    if database.data_version() != version:
-        return False, f"{disagree}, while another process wrote; run db-verify again"
-    return False, disagree
 
 
 def _check_rows_kept(
@@ -347,8 +547,12 @@ def _check_forward(
 ) -> tuple[bool, str]:
     before = {str(revision) for revision in expected["alembic"]["current"]}
     was, now = ", ".join(sorted(before)) or "no revision", ", ".join(current) or "no revision"
-    if unknown := before - _known(script):
+    known = _known(script)
+    if unknown := before - known:
         return False, f"the bundle's revision {', '.join(sorted(unknown))} is not in the scripts"
+    if unknown := set(current) - known:
+        # the revision check names it; without it in the scripts, forward cannot be told
+        return False, f"the database's revision {', '.join(sorted(unknown))} is not in the scripts"
     if not before <= _ancestors(script, current):
         return False, f"moved back {since}: from {was} to {now}"
     if before == set(current):
@@ -367,9 +571,9 @@ def _ancestors(script: ScriptDirectory, revisions: Collection[str]) -> set[str]:
     return {r.revision for r in script.iterate_revisions(tuple(revisions), "base") if r}
 
 
-def _sqlite_integrity(raw: sqlite3.Connection) -> list[str]:
+def _sqlite_integrity(raw: sqlite3.Connection, writable: Path | None) -> list[str]:
     try:
-        problems = [m for (m,) in raw.execute("PRAGMA integrity_check") if m != "ok"]
+        problems = _sqlite_integrity_check(raw, writable)
     except sqlite3.DatabaseError as exc:  # a page so broken that the check itself stops
         return [f"integrity_check: {first_line(exc)}"]
     if problems:
@@ -384,6 +588,32 @@ def _sqlite_integrity(raw: sqlite3.Connection) -> list[str]:
         f"foreign_key_check: {table} row {rowid} refers to a missing {parent} row"
         + _more(count - 1)
     ]
+
+
+def _can_write(path: Path) -> bool:
+    # a connection that could write needs the file, and the folder its WAL files are in
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def _sqlite_integrity_check(raw: sqlite3.Connection, writable: Path | None) -> list[str]:
+    """integrity_check's problems; with the path of a writable file, CHECK constraints too.
+
+    SQLite verifies CHECK constraints in integrity_check only on a connection that could
+    write: this one opens the file read-write and refuses every write (query_only). raw holds
+    a read meanwhile, so closing it never checkpoints the WAL into the file: the file stays
+    byte for byte what it was.
+    """
+    if writable is None:
+        return [m for (m,) in raw.execute("PRAGMA integrity_check") if m != "ok"]
+    raw.execute("BEGIN")
+    try:
+        raw.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        uri = f"file:{quote(str(writable))}?mode=rw"
+        with closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as checking:
+            checking.execute("PRAGMA query_only = ON")
+            return [m for (m,) in checking.execute("PRAGMA integrity_check") if m != "ok"]
+    finally:
+        raw.rollback()
 
 
 def _postgresql_integrity(raw: Any) -> list[str]:
@@ -438,9 +668,49 @@ def _raw_checksum(
     cursor = database.raw.cursor(**({"name": "verify"} if database.backend != "sqlite" else {}))
     try:
         cursor.execute(sql)
-        return checksum(iter(lambda: cursor.fetchmany(CHUNK_SIZE), []), _is_plain(columns))
+        chunks: Iterable[Sequence[Sequence[object]]] = iter(
+            lambda: cursor.fetchmany(CHUNK_SIZE), []
+        )
+        if database.backend == "sqlite":
+            chunks = _sqlite_dates_read(chunks, columns)
+        return checksum(chunks, _is_plain(columns))
     finally:
         cursor.close()
+
+
+def _sqlite_dates_read(
+    chunks: Iterable[Sequence[Sequence[object]]], columns: Sequence[Column[Any]]
+) -> Iterator[Sequence[Sequence[object]]]:
+    """SQLite's text of each date and time column read as what it says, as the ORM reads it.
+
+    The text is not one form: the ORM writes microseconds, a server default such as
+    CURRENT_TIMESTAMP writes none; the two paths agree on the value, not on the text.
+    """
+    parsers = {
+        number: parse
+        for number, column in enumerate(columns)
+        if (parse := ISO_PARSERS.get(_python_type(column))) is not None
+    }
+    if not parsers:
+        yield from chunks
+        return
+    for chunk in chunks:
+        yield [
+            tuple(
+                _parsed(parsers[number], value) if number in parsers else value
+                for number, value in enumerate(row)
+            )
+            for row in chunk
+        ]
+
+
+def _parsed(parse: Callable[[str], object], value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    try:
+        return parse(value)
+    except ValueError:  # not a date: left as it is, and the paths disagree
+        return value
 
 
 def checksum(chunks: Iterable[Sequence[Sequence[object]]], plain: bool) -> tuple[int, str]:
@@ -469,8 +739,11 @@ def canonical(value: object) -> int | str | None:
     if isinstance(value, bool):
         return int(value)  # SQLite stores booleans as 0 and 1
     if isinstance(value, (float, Decimal)):
-        # SQLite hands back a float where the ORM gives a Decimal; both are written plainly
+        # SQLite hands back a float, or an int for a whole number, where the ORM gives a
+        # Decimal; a whole number is its int, any other written plainly
         number = Decimal(repr(value)) if isinstance(value, float) else value
+        if number.is_finite() and number == number.to_integral_value():
+            return int(number)
         return format(number.normalize(), "f")
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()
@@ -489,10 +762,15 @@ def canonical(value: object) -> int | str | None:
 
 def _is_plain(columns: Sequence[Column[Any]]) -> bool:
     # int and str columns come back as int, str or None from the ORM and from the driver
+    return all(_python_type(column) in (int, str) for column in columns)
+
+
+def _python_type(column: Column[Any]) -> type | None:
     try:
-        return all(column.type.python_type in (int, str) for column in columns)
+        python_type: type = column.type.python_type
     except NotImplementedError:  # a type that does not say
-        return False
+        return None
+    return python_type
 
 
 def _versions(database: Database) -> tuple[str, str]:
