@@ -95,6 +95,39 @@ with psycopg.connect(sys.argv[1]) as connection, connection.cursor() as cursor:
             copy.write_row((line.rstrip("\\r\\n"),))
 """
 
+# a session idle in its transaction after reading markers (it holds ACCESS SHARE), db-migrate
+# of a revision that adds a column behind it (it needs ACCESS EXCLUSIVE: it waits, gives up,
+# tries again), and a reader that times `SELECT count(*) FROM markers` until db-migrate exits;
+# then, the session gone, db-migrate again
+BLOCKED_MIGRATION = """\
+import subprocess
+import sys
+import time
+
+import psycopg
+
+url, db_migrate = sys.argv[1], sys.argv[2]
+blocker = psycopg.connect(url)
+blocker.execute("SELECT count(*) FROM markers")
+reader = psycopg.connect(url, autocommit=True)
+started = time.monotonic()
+migration = subprocess.Popen(
+    [db_migrate], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+)
+waits = []
+while migration.poll() is None:
+    begun = time.monotonic()
+    reader.execute("SELECT count(*) FROM markers").fetchone()
+    waits.append(time.monotonic() - begun)
+    time.sleep(0.005)
+gave_up = time.monotonic() - started
+error = migration.communicate()[1].strip()
+blocker.rollback()
+after = subprocess.run([db_migrate], capture_output=True, text=True, check=False)
+print(max(waits), len(waits), gave_up, migration.returncode, after.returncode)
+print(error)
+"""
+
 # ru_maxrss of children is a maximum over every child ever waited for, and a child starts
 # from its parent's footprint; so each measurement gets its own small wrapper process
 PEAK_RSS = """\
@@ -594,6 +627,7 @@ def postgres_figures(
         "near zero); the server's work, most of a COPY, is on neither side of it"
     )
 
+    blocked = blocked_migration_figure(tmp, project, bin_dir, server, notes)
     return [
         compare("PostgreSQL: write-once (1 row)", *write, target=1.10),
         compare(f"PostgreSQL: read-later ({runs + 1} rows)", *read, target=1.10),
@@ -604,7 +638,70 @@ def postgres_figures(
         throughput(
             f"PostgreSQL: write-once - {short(rows)}, psycopg copy()", rows, *write_raw, 0.6
         ),
+        blocked,
     ]
+
+
+# the migrations' lock timeout for the blocked migration, lowered through the knob an
+# operator has (MIGRATION_LOCK_TIMEOUT): the figure is a ratio to it, whatever it is
+BLOCKED_LOCK_TIMEOUT = 1.0
+
+
+def blocked_migration_figure(
+    tmp: Path, project: Path, bin_dir: Path, server: PostgresServer, notes: list[str]
+) -> Figure:
+    """The worst wait of a reader while a migration waits behind an open transaction.
+
+    Against the migrations' lock timeout: a reader that arrives while the migration waits
+    for its lock queues behind it until that wait ends, and no longer.
+    """
+    step("PostgreSQL: readers' worst wait while db-migrate waits behind an open transaction")
+    server.create_database("blocked")
+    env = project_env(
+        {
+            "DATABASE_URL": server.url("blocked"),
+            "MIGRATION_LOCK_TIMEOUT": str(BLOCKED_LOCK_TIMEOUT),
+        }
+    )
+    check([bin_dir / "db-migrate"], cwd=project, env=env)
+    check([bin_dir / "write-once"], cwd=project, env=env)
+    (head,) = check([bin_dir / "alembic", "heads"], cwd=project, env=env).split()[:1]
+    revision = project / "migrations" / "versions" / "bench_blocked.py"
+    revision.write_text(
+        "import sqlalchemy as sa\nfrom alembic import op\n\n"
+        f'revision = "bench_blocked"\ndown_revision = "{head}"\n\n\n'
+        "def upgrade() -> None:\n"
+        '    op.add_column("markers", sa.Column("note", sa.String(20), nullable=True))\n'
+    )
+    (tmp / "blocked_migration.py").write_text(BLOCKED_MIGRATION)
+    try:
+        printed = check(
+            [bin_dir / "python", tmp / "blocked_migration.py", server.url("blocked"),
+             bin_dir / "db-migrate"],
+            cwd=project,
+            env=env,
+        )  # fmt: skip
+    finally:
+        revision.unlink()  # the other figures' databases stay at the project's own head
+    figures, error = printed.split("\n", 1)
+    worst, reads, gave_up, code, after = figures.split()
+    if (code, after) != ("1", "0") or "held by pid" not in error:
+        raise BenchmarkError(
+            f"db-migrate behind an open transaction exited {code} ({error.strip()[:200]}), "
+            f"then {after} once it ended: not the refusal naming it and the success after"
+        )
+    notes.append(
+        f"PostgreSQL blocked migration: db-migrate gave up after {float(gave_up):.1f} s "
+        f"(MIGRATION_LOCK_TIMEOUT={BLOCKED_LOCK_TIMEOUT:g}), naming the session; {reads} reads "
+        "meanwhile; it went through once the session ended"
+    )
+    return Figure(
+        "PostgreSQL: worst reader wait, migration blocked",
+        ms(float(worst)),
+        f"{ms(BLOCKED_LOCK_TIMEOUT)} lock timeout",
+        float(worst) / BLOCKED_LOCK_TIMEOUT,
+        target=1.5,
+    )
 
 
 def marginal(

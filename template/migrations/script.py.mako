@@ -24,6 +24,7 @@ def upgrade() -> None:
     # on PostgreSQL a statement may wait for a lock and run only as long as the package's
     # migrate.py allows (LOCK_TIMEOUT, STATEMENT_TIMEOUT); a backfill or VALIDATE CONSTRAINT
     # that needs longer raises it first: op.execute("SET LOCAL statement_timeout = '10min'")
+    # on a database in use: the skill's references/live-migrations.md (index, constraint, rename)
     ${upgrades if upgrades else "pass"}
 
 

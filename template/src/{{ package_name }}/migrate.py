@@ -120,6 +120,9 @@ def wait_for_other_migrations(connection: Connection) -> None:
             ),
             {"lock": str(milliseconds(lock)), "statement": str(milliseconds(statement))},
         ).scalar_one()
+        # a revision's autocommit_block() ends this transaction; the one Alembic begins after
+        # it gets the lock timeout from db.py (migrating() puts the programs' back at the end)
+        connection.execution_options(**{POSTGRES_LOCK_TIMEOUT: lock})
 
 
 def migration_timeouts() -> tuple[float, float]:
