@@ -42,15 +42,15 @@ def upgrade_sql(migrations: Path) -> dict[str, str]:
     with patch.dict(os.environ, {"DATABASE_URL_DIRECT": OFFLINE_URL}):
         for script in scripts.walk_revisions():
             down = script.down_revision
-            # a merge revision is linted from its first parent
+            # a merge revision from its first parent (its SQL holds the other branches too)
             start = (down if isinstance(down, str) else down[0]) if down else "base"
-            config = Config(output_buffer=io.StringIO())
+            buffer = io.StringIO()
+            config = Config(output_buffer=buffer)
             config.set_main_option("script_location", str(migrations))
             command.upgrade(config, f"{start}:{script.revision}", sql=True)
-            assert isinstance(config.output_buffer, io.StringIO)
             ignored: Mapping[str, str] = getattr(script.module, IGNORE, {})
             header = f"-- squawk-ignore-file {', '.join(ignored)}\n" if ignored else ""
-            written[Path(script.path).name] = header + config.output_buffer.getvalue()
+            written[Path(script.path).name] = header + buffer.getvalue()
     return written
 
 

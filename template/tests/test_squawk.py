@@ -6,6 +6,7 @@ The SQL is written offline, so these run on SQLite too, with no PostgreSQL serve
 from pathlib import Path
 
 import pytest
+from alembic.util import CommandError
 
 from tests.conftest import migrations_plus
 from tests.migration_sql import MIGRATIONS, lint, upgrade_sql
@@ -97,3 +98,11 @@ def test_the_sql_sets_the_migrations_timeouts_as_a_run_does(
     for statement in timeouts:
         # inside the transaction, before the first table is touched
         assert begin < sql.index(statement) < sql.index("CREATE TABLE"), sql
+
+
+def test_a_bad_timeout_setting_is_one_line_not_sql_without_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MIGRATION_LOCK_TIMEOUT", "soon")
+    with pytest.raises(CommandError, match="MIGRATION_LOCK_TIMEOUT must be a number of seconds"):
+        upgrade_sql(MIGRATIONS)
