@@ -34,6 +34,14 @@ UNSAFE = {
     "adding-required-field": revision(
         'op.add_column("markers", sa.Column("kind", sa.Text(), nullable=False))'
     ),
+    # PostgreSQL refuses it inside the migrations' transaction: it needs autocommit_block()
+    "ban-concurrent-index-creation-in-transaction": revision(
+        """
+op.create_index(
+    "ix_markers_name", "markers", ["name"], postgresql_concurrently=True, if_not_exists=True
+)
+"""
+    ),
 }
 
 # the same changes, written the way a live table takes them
