@@ -32,6 +32,7 @@ OFFLINE_URL = "postgresql://offline@localhost/offline"
 # in a revision: {rule: why} for squawk's rules it breaks on purpose, e.g.
 # squawk_ignore = {"ban-drop-column": "the contract step: no deployed version reads it"}
 IGNORE = "squawk_ignore"
+EXAMPLE = '{"rule": "why"}'
 
 
 def upgrade_sql(migrations: Path) -> dict[str, str]:
@@ -87,7 +88,7 @@ def main() -> int:
             "(to see it: DATABASE_URL_DIRECT=postgresql://localhost/x uv run alembic upgrade "
             "<down_revision>:<revision> --sql); each rule and the safe way to write it: "
             "https://squawkhq.com/docs/rules; a revision that breaks one on purpose sets "
-            f'{IGNORE} = {{"rule": "why"}}',
+            f"{IGNORE} = {EXAMPLE}",
             file=sys.stderr,
         )
     return 1 if result.returncode else 0
