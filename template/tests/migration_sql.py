@@ -10,12 +10,14 @@ tests/test_squawk.py, the pre-commit hook and CI run it: uv run python -m tests.
 """
 
 import io
+import json
 import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from unittest.mock import patch
 
 from alembic import command
@@ -35,6 +37,10 @@ IGNORE = "squawk_ignore"
 EXAMPLE = '{"rule": "why"}'
 
 
+class SquawkFailed(Exception):
+    """squawk did not lint the SQL; the message says why."""
+
+
 def upgrade_sql(migrations: Path) -> dict[str, str]:
     """Each revision's upgrade, as PostgreSQL would run it, keyed by its script's file name."""
     scripts = ScriptDirectory(str(migrations))
@@ -50,25 +56,27 @@ def upgrade_sql(migrations: Path) -> dict[str, str]:
             config.set_main_option("script_location", str(migrations))
             command.upgrade(config, f"{start}:{script.revision}", sql=True)
             ignored: Mapping[str, str] = getattr(script.module, IGNORE, {})
-            header = f"-- squawk-ignore-file {', '.join(ignored)}\n" if ignored else ""
-            written[Path(script.path).name] = header + buffer.getvalue()
+            # last, so that the lines are numbered as `alembic upgrade --sql` writes them
+            footer = f"-- squawk-ignore-file {', '.join(ignored)}\n" if ignored else ""
+            written[Path(script.path).name] = buffer.getvalue() + footer
     return written
 
 
-def lint(migrations: Path = MIGRATIONS) -> "subprocess.CompletedProcess[str]":
-    """squawk's findings on each revision's upgrade SQL: one line each, naming the revision."""
+def lint(migrations: Path = MIGRATIONS) -> list[str]:
+    """squawk's findings on each revision's upgrade SQL, one line each, naming the revision.
+
+    SquawkFailed when squawk cannot lint: not installed, or a bad .squawk.toml.
+    """
     if not SQUAWK.is_file():
-        return subprocess.CompletedProcess(
-            [str(SQUAWK)], 1, "", f"squawk is not installed in {SQUAWK.parent}: run uv sync\n"
-        )
+        raise SquawkFailed(f"squawk is not installed in {SQUAWK.parent}: run uv sync")
     with tempfile.TemporaryDirectory() as folder:
         names = []
         for name, sql in upgrade_sql(migrations).items():
             # findings name the file: the revision's, with .sql added
             (Path(folder) / f"{name}.sql").write_text(sql, encoding="utf-8")
             names.append(f"{name}.sql")
-        return subprocess.run(
-            [SQUAWK, "--config", CONFIG, "--reporter", "gcc", *sorted(names)],
+        result = subprocess.run(
+            [SQUAWK, "--config", CONFIG, "--reporter", "json", *sorted(names)],
             cwd=folder,
             capture_output=True,
             text=True,
@@ -76,22 +84,42 @@ def lint(migrations: Path = MIGRATIONS) -> "subprocess.CompletedProcess[str]":
             timeout=120,
             check=False,
         )
+    try:
+        found = json.loads(result.stdout)
+    except ValueError:
+        found = None
+    if not isinstance(found, list) or (result.returncode and not found):
+        # a bad .squawk.toml, say: squawk's own words
+        raise SquawkFailed(f"squawk failed: {(result.stderr or result.stdout).strip()}")
+    return [_line(finding) for finding in found]
+
+
+def _line(finding: dict[str, Any]) -> str:
+    # squawk counts lines and columns from 0; `alembic upgrade --sql` output, from 1
+    where = f"{finding['file']}:{finding['line'] + 1}:{finding['column'] + 1}"
+    advice = f" ({finding['help']})" if finding.get("help") else ""
+    rule = finding["rule_name"]
+    return f"{where}: {rule}: {finding['message']}{advice} https://squawkhq.com/docs/{rule}"
 
 
 def main() -> int:
     """Print squawk's findings and how to act on them; 1 if there are any."""
-    result = lint()
-    print(result.stdout + result.stderr, end="", file=sys.stderr)
-    if result.returncode and result.stdout:
+    try:
+        findings = lint()
+    except SquawkFailed as exc:
+        print(f"migration SQL not linted: {exc}", file=sys.stderr)
+        return 1
+    for finding in findings:
+        print(finding, file=sys.stderr)
+    if findings:
         print(
             "squawk found the problems above in the PostgreSQL SQL of the revisions they name "
             "(to see it: DATABASE_URL_DIRECT=postgresql://localhost/x uv run alembic upgrade "
-            "<down_revision>:<revision> --sql); each rule and the safe way to write it: "
-            "https://squawkhq.com/docs/rules; a revision that breaks one on purpose sets "
-            f"{IGNORE} = {EXAMPLE}",
+            "<down_revision>:<revision> --sql); the link after each shows the safe way to "
+            f"write it; a revision that breaks one on purpose sets {IGNORE} = {EXAMPLE}",
             file=sys.stderr,
         )
-    return 1 if result.returncode else 0
+    return 1 if findings else 0
 
 
 if __name__ == "__main__":
