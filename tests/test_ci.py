@@ -91,7 +91,8 @@ def test_each_job_installs_from_the_lock_and_runs_the_checks(default_project: Pa
         assert "uv sync --locked" in text and "uv run pytest" in text
         assert "uv run alembic upgrade head" in text and "uv run alembic check" in text
     assert "--extra postgres" in commands["postgresql"]
-    for check in ("ruff check .", "ruff format --check .", "mypy --strict"):
+    checks = ("ruff check .", "ruff format --check .", "mypy --strict")
+    for check in (*checks, "python -m tests.migration_sql"):  # squawk, on SQLite too
         assert f"uv run {check}" in commands["sqlite"]
     tests = next(s for s in jobs["postgresql"]["steps"] if s.get("run") == "uv run pytest")
     assert tests["env"]["TEST_DATABASE_URL"].startswith("postgresql://")
@@ -200,7 +201,8 @@ def test_pre_commit_passes_on_a_generated_project(ci_project: Path, tmp_path: Pa
     result = pre_commit(ci_project, tmp_path, "run", "--all-files", "--show-diff-on-failure")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Failed" not in result.stdout
-    for hook in ("ruff check", "ruff format", "no passwords in URLs", "no private keys"):
+    hooks = ("ruff check", "ruff format", "migration SQL linted (squawk)", "no private keys")
+    for hook in (*hooks, "no passwords in URLs"):
         assert hook in result.stdout
 
 
