@@ -1,10 +1,12 @@
-"""The generated project's CI workflow and pre-commit hooks, checked and run for real.
+"""The generated project's workflows, Dependabot and pre-commit hooks, checked and run for real.
 
-The workflow is linted (actionlint) and audited (zizmor, offline); then each job's `run:` steps
-run in order with bash in a rendered, installed project, as a runner would run them
-(tests/workflow.py): the PostgreSQL job's here, against the test server, with the job's URLs
-mapped to a database there, and where its tests run DATABASE_URL and DATABASE_URL_DIRECT name
-a database with rows that matter, which they never touch; the SQLite job's in
+The workflows are linted (actionlint) and audited (zizmor, offline), dependabot.yml checked
+against its schema (check-jsonschema, offline); then each job's `run:` steps run in order with
+bash in a rendered, installed project, as a runner would run them (tests/workflow.py), with
+the jobs' URLs mapped to databases on the test server. In one PostgreSQL project grown on its
+user's database, whose rows must survive: the CI PostgreSQL job's steps, the release's build
+steps (its publishing command with a gh that records its arguments), and the Neon preview's,
+a copy of an older database standing in for the branch. The SQLite job's run in
 tests/test_update.py, in a project that took an update on top of its user's own model,
 migration, test and data.
 """
@@ -59,6 +61,12 @@ def ci_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
+@pytest.fixture(scope="module")
+def neon_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project rendered with neon_previews=true, not installed: its files are read."""
+    return render(tmp_path_factory.mktemp("neon") / "budget-tracker", neon_previews=True)
+
+
 # THE WORKFLOW, READ ----------------------------------------------------------------------
 
 
@@ -82,11 +90,10 @@ def test_the_workflows_pass_zizmor_offline(default_project: Path) -> None:
     assert "No findings to report" in result.stdout
 
 
-def test_the_workflows_pin_every_action_to_a_commit_with_its_version(
-    default_project: Path,
-) -> None:
-    for path in workflow_files(default_project):
-        lines = (default_project / path).read_text().splitlines()
+def test_the_workflows_pin_every_action_to_a_commit_with_its_version(neon_project: Path) -> None:
+    # every workflow a project can have: neon_previews adds the last
+    for path in workflow_files(neon_project):
+        lines = (neon_project / path).read_text().splitlines()
         uses = [line for line in lines if re.match(r"^\s*(-\s+)?uses:", line)]
         assert uses, path
         assert [line for line in uses if not PINNED.match(line)] == [], path
@@ -106,9 +113,9 @@ def test_dependabot_passes_its_schema_offline(default_project: Path) -> None:
 
 
 def test_dependabot_updates_every_action_the_workflows_use_and_the_lock(
-    default_project: Path,
+    neon_project: Path,
 ) -> None:
-    config = yaml.safe_load((default_project / DEPENDABOT).read_text())
+    config = yaml.safe_load((neon_project / DEPENDABOT).read_text())
     updates = {update["package-ecosystem"]: update for update in config["updates"]}
     assert set(updates) == {"github-actions", "uv"}
     for update in updates.values():
@@ -119,8 +126,8 @@ def test_dependabot_updates_every_action_the_workflows_use_and_the_lock(
         assert [group["patterns"] for group in update["groups"].values()] == [["*"]]
     # every action a workflow uses is one Dependabot's github-actions updates: a repository's
     # action at a commit (not a local ./path or a docker:// image), with its version comment
-    for path in workflow_files(default_project):
-        jobs = workflow(default_project, path)["jobs"].values()
+    for path in workflow_files(neon_project):
+        jobs = workflow(neon_project, path)["jobs"].values()
         for step in [step for job in jobs for step in job["steps"]]:
             if "uses" in step:
                 assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), (path, step)
@@ -358,12 +365,6 @@ def test_the_release_builds_migrates_with_the_wheel_and_ships_passing_evidence(
 
 
 # NEON PREVIEWS ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def neon_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project rendered with neon_previews=true, not installed: its files are read."""
-    return render(tmp_path_factory.mktemp("neon") / "budget-tracker", neon_previews=True)
 
 
 def test_neon_previews_add_their_workflow_only_when_asked(
