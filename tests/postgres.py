@@ -52,6 +52,21 @@ class PostgresServer:
             database,
         )
 
+    def plant_users_table(self, database: str) -> None:
+        """A table of the user's own beside the project's, no model mapping it, with a row."""
+        self.psql("CREATE TABLE keep_me (note text); INSERT INTO keep_me VALUES ('keep')", database)
+
+    def users_data(self, database: str) -> str:
+        """What must survive in a user's database: markers' names, the planted table's rows,
+        the Alembic revision and the tables, as one string to compare before and after."""
+        rows = self.psql(
+            "SELECT (SELECT string_agg(name, ',' ORDER BY id) FROM markers), "
+            "(SELECT string_agg(note, ',') FROM keep_me), "
+            "(SELECT string_agg(version_num, ',') FROM alembic_version)",
+            database,
+        )
+        return f"{rows}|{self.tables(database)}"
+
     def create_database(self, name: str) -> str:
         """A new empty database owned by the test role; returns its URL."""
         self.psql(f'CREATE DATABASE "{name}" OWNER {ROLE}')

@@ -280,13 +280,8 @@ def test_the_generated_tests_refuse_a_database_with_tables_however_its_url_is_wr
     url = postgres.url(precious)
     ok(run_in(project, "alembic upgrade head", {"DATABASE_URL": url}))
     ok(run(project / ".venv" / "bin" / "write-once", "mine", cwd=project, env={"DATABASE_URL": url}))
-    postgres.psql("CREATE TABLE sentinel (note text); INSERT INTO sentinel VALUES ('keep')", precious)
-    contents = (
-        "SELECT (SELECT string_agg(name, ',') FROM markers), "
-        "(SELECT string_agg(note, ',') FROM sentinel), "
-        "(SELECT string_agg(version_num, ',') FROM alembic_version)"
-    )
-    before = postgres.psql(contents, precious)
+    postgres.plant_users_table(precious)
+    before = postgres.users_data(precious)
     port = f":{postgres.port}/"
     # each the same database; only what it holds can tell the tests it is not theirs
     written: dict[str, tuple[str, dict[str, str]]] = {
@@ -310,9 +305,10 @@ def test_the_generated_tests_refuse_a_database_with_tables_however_its_url_is_wr
         )
         shown = f"{form}: {result.stdout[-2000:]}{result.stderr}"
         assert result.returncode == pytest.ExitCode.USAGE_ERROR, shown
-        assert "already holds tables (alembic_version, markers, sentinel)" in result.stderr, shown
+        assert "already holds tables (alembic_version, keep_me, markers)" in result.stderr, shown
         assert_shows_no_password(result)
-        assert postgres.psql(contents, precious) == before == "mine|keep|0001", form
+        tables = "alembic_version,keep_me,markers"
+        assert postgres.users_data(precious) == before == f"mine|keep|0001|{tables}", form
 
 
 def test_an_unreachable_port_fails_in_one_line_without_showing_the_password(

@@ -451,6 +451,45 @@ def test_switching_to_postgresql_adds_the_driver_and_touches_nothing_of_the_user
     assert ok(run(scripts / "read-later", cwd=project)) == "['on-sqlite']\n"
 
 
+def test_switching_neon_previews_on_adds_their_workflow_and_touches_nothing_of_the_users(
+    tmp_path: Path,
+) -> None:
+    template = template_repo(tmp_path / "template")
+    project = generate(template, tmp_path / "budget-tracker", "v1.0.0")
+    assert answers(project)["neon_previews"] is False
+    neon = Path(".github/workflows/neon-preview.yml")
+    assert not (project / neon).exists()
+    # the user's own: a note in the README and in CI, their own model
+    append(project / "README.md", "\n## Budgets\n\nOne budget per category, in cents.\n")
+    append(project / ".github/workflows/ci.yml", "# ours: the staging deploy comes next\n")
+    (project / MODELS / "budget.py").write_text(BUDGET_MODEL)
+    commit(project, "Our notes, our model")
+    before = {path: path.read_bytes() for path in project_files(project)}
+
+    # `copier update --defaults -d neon_previews=true`
+    update(project, "v1.0.0", data={"neon_previews": "true"})
+
+    assert answers(project)["neon_previews"] is True
+    assert conflicts(project) == []
+    assert changed(project) == {".copier-answers.yml", neon.as_posix()}
+    after = {path: path.read_bytes() for path in project_files(project)}
+    answers_file = project / ".copier-answers.yml"
+    assert {p: b for p, b in after.items() if p != answers_file and p != project / neon} == {
+        p: b for p, b in before.items() if p != answers_file
+    }
+    assert (project / neon).read_bytes() == (template / "template" / NEON_SOURCE).read_bytes()
+
+    # and off again: the workflow goes, the rest stays
+    commit(project, "Neon previews")
+    update(project, "v1.0.0", data={"neon_previews": "false"})
+    assert changed(project) == {".copier-answers.yml", neon.as_posix()}
+    assert not (project / neon).exists()
+    assert {path: path.read_bytes() for path in project_files(project)} == before
+
+
+NEON_SOURCE = Path(".github/workflows/{% if neon_previews %}neon-preview.yml{% endif %}")
+
+
 def register_budget_model(project: Path) -> None:
     """The user's own model, registered in models/__init__.py as the README says."""
     (project / MODELS / "budget.py").write_text(BUDGET_MODEL)

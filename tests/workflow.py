@@ -1,6 +1,8 @@
-"""The generated project's CI workflow, read, and its jobs' `run:` steps run as a runner would.
+"""The generated project's workflows, read, and their jobs' `run:` steps run as a runner would.
 
-The `uses:` steps are the runner's part: the checkout is the project folder, and uv is on PATH.
+The `uses:` steps are the runner's part: the checkout is the project folder, and uv is on PATH;
+the files a runner gives each step (GITHUB_OUTPUT, GITHUB_STEP_SUMMARY, RUNNER_TEMP) are in a
+folder beside the project.
 """
 
 import os
@@ -13,12 +15,22 @@ import yaml
 
 from tests.conftest import UV, run
 
-WORKFLOW = Path(".github/workflows/ci.yml")
+WORKFLOWS = Path(".github/workflows")
+WORKFLOW = WORKFLOWS / "ci.yml"
+RELEASE = WORKFLOWS / "release.yml"
+NEON = WORKFLOWS / "neon-preview.yml"  # neon_previews=true only
+# the steps that run the project's tests: pytest itself, or db-evidence running it
+TESTS = re.compile(r"^uv run (pytest|db-evidence --run-tests)\b", re.MULTILINE)
 
 
-def workflow(project: Path) -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load((project / WORKFLOW).read_text())
+def workflow(project: Path, path: Path = WORKFLOW) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((project / path).read_text())
     return loaded
+
+
+def runner_files(project: Path) -> Path:
+    """The folder of the files a runner gives the steps: output, summary and temp/."""
+    return project.parent / f"{project.name}-runner"
 
 
 def path_with_uv(project: Path) -> str:
@@ -35,19 +47,30 @@ def run_steps(
     job: dict[str, Any],
     map_env: Callable[[str, str], str],
     tests_env: dict[str, str] | None = None,
+    github: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Run the job's `run:` steps in order, as GitHub's bash does; each step's name and output.
 
     tests_env: variables the machine has set where the tests run, under the job's own.
+    github: the runner's own variables the steps read (GITHUB_REF_NAME, ...).
     """
     outputs = {}
-    test_steps = [step for step in job["steps"] if step.get("run") == "uv run pytest"]
-    assert len(test_steps) == 1, "one step runs the tests, as `uv run pytest`"
+    test_steps = [step for step in job["steps"] if TESTS.search(step.get("run", ""))]
+    assert len(test_steps) <= 1, "one step runs the tests (uv run pytest, or db-evidence)"
+    files = runner_files(project)
+    (files / "temp").mkdir(parents=True, exist_ok=True)
+    for name in ("output", "summary.md"):  # each job's own
+        (files / name).write_text("")
+    runner = {
+        "GITHUB_OUTPUT": str(files / "output"),
+        "GITHUB_STEP_SUMMARY": str(files / "summary.md"),
+        "RUNNER_TEMP": str(files / "temp"),
+    }
     for step in job["steps"]:
         if "run" not in step:
             continue
         variables = {**job.get("env", {}), **step.get("env", {})}
-        env = {"CI": "true", "PATH": path_with_uv(project)}
+        env = {"CI": "true", "PATH": path_with_uv(project), **runner, **(github or {})}
         if step in test_steps:
             env |= tests_env or {}
         env |= {name: map_env(name, str(value)) for name, value in variables.items()}
@@ -57,7 +80,7 @@ def run_steps(
         assert result.returncode == 0, (
             f"step {name!r} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
         )
-        outputs[name] = result.stdout
+        outputs[name] = result.stdout + result.stderr  # db-evidence shows pytest's on stderr
     return outputs
 
 
