@@ -40,6 +40,7 @@ from .db import (
     seconds_from_env,
 )
 from .errors import DatabaseSetupError, lock_timed_out, name_database
+from .schema import VERSION_TABLE, lineage_comment
 
 # any number will do, as long as every process that migrates this database uses the same one
 POSTGRES_LOCK_KEY = 2_026_112_501
@@ -238,6 +239,22 @@ def _ran_too_long(statement: float) -> str:
 def _statement_timed_out(exc: DBAPIError) -> bool:
     # 57014 (query_canceled) is also a cancel request; the message tells them apart
     return getattr(exc.orig, "sqlstate", None) == "57014" and "statement timeout" in str(exc.orig)
+
+
+def record_lineage(connection: Connection, script: ScriptDirectory, heads: Sequence[str]) -> None:
+    """Inside the migrations' transaction, on PostgreSQL: write on alembic_version the
+    revisions its heads build on, so that the programs of an earlier release, whose scripts
+    end below those heads, can tell a database migrated ahead of them (the expand phase of a
+    live migration) from another project's (schema.migrated_from)."""
+    if connection.dialect.name != "postgresql":
+        return
+    lineage = "NULL"
+    if heads:
+        revisions = {
+            revision.revision for revision in script.iterate_revisions(tuple(heads), "base")
+        }
+        lineage = "'" + lineage_comment(set(heads), revisions).replace("'", "''") + "'"
+    connection.execute(text(f"COMMENT ON TABLE {VERSION_TABLE} IS {lineage}"))
 
 
 def check_foreign_keys(connection: Connection) -> None:

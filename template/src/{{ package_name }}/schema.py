@@ -5,6 +5,7 @@ are read from the scripts' source directly; the tests check them against `alembi
 """
 
 import ast
+import re
 from pathlib import Path
 
 from sqlalchemy import Connection, inspect, text
@@ -14,6 +15,9 @@ from .config import MIGRATIONS_DIR, where_alembic_works
 from .errors import DatabaseSetupError, name_database
 
 VERSIONS_DIR = MIGRATIONS_DIR / "versions"
+VERSION_TABLE = "alembic_version"
+# how migrations label, on PostgreSQL, the revisions the database's head builds on
+LINEAGE = "alembic lineage:"
 
 
 def revision_graph(versions: Path = VERSIONS_DIR) -> tuple[set[str], set[str]]:
@@ -69,6 +73,10 @@ def check_at_head(connection: Connection, versions: Path | None = None) -> None:
     if not current:
         problem = _no_revision(connection, versions, database)
     elif unknown := current - revisions:
+        if heads <= migrated_from(connection, current):
+            # a later release migrated it past ours, from our head (an expand revision, see
+            # the skill's live-migrations.md): every table and column we use is still there
+            return
         problem = (
             f"{database} is at revision {', '.join(sorted(unknown))}, which this project's "
             "migrations do not have; check DATABASE_URL and compare with `alembic history`"
@@ -79,6 +87,28 @@ def check_at_head(connection: Connection, versions: Path | None = None) -> None:
             f"{', '.join(sorted(heads))}; run `alembic upgrade head`"
         )
     raise DatabaseSetupError(problem + where_alembic_works(url))
+
+
+def lineage_comment(heads: set[str], revisions: set[str]) -> str:
+    """What migrations write on PostgreSQL's alembic_version: its heads and their ancestors."""
+    return f"{LINEAGE} heads {' '.join(sorted(heads))}; revisions {' '.join(sorted(revisions))}"
+
+
+def migrated_from(connection: Connection, current: set[str]) -> set[str]:
+    """The revisions the database's current ones build on, as its last migration recorded
+    them (PostgreSQL); empty when nothing was recorded for exactly these revisions.
+
+    Only a database whose revisions are not in this release's scripts costs the query.
+    """
+    if connection.dialect.name != "postgresql":
+        return set()
+    comment = connection.scalar(
+        text(f"SELECT obj_description('{VERSION_TABLE}'::regclass, 'pg_class')")
+    )
+    match = re.fullmatch(rf"{LINEAGE} heads ([^;]*); revisions (.*)", comment or "")
+    if match is None or set(match[1].split()) != current:
+        return set()  # none recorded, or recorded before someone set another revision
+    return set(match[2].split())
 
 
 def adoption_advice(connection: Connection, versions: Path | None = None) -> str | None:
