@@ -18,6 +18,8 @@ from .schema import check_at_head
 
 # seconds to wait for a connection (PostgreSQL)
 CONNECT_TIMEOUT = 5
+# rows fetched per round trip by every streamed read; memory stays flat however big a table is
+CHUNK_SIZE = 10_000
 # seconds a program waits for a lock another session holds, then gives up with nothing done:
 # SQLite's busy timeout, PostgreSQL's lock_timeout; DATABASE_LOCK_TIMEOUT overrides it
 LOCK_TIMEOUT = 30
@@ -135,6 +137,14 @@ def open_database(url: URL | None = None, pre_ping: bool = True) -> sessionmaker
                 connection.execution_options(isolation_level="AUTOCOMMIT")
             check_at_head(connection)
     return sessionmaker(engine)
+
+
+def driver_connection(connection: Connection) -> Any:
+    """The DB-API connection under a SQLAlchemy one (sqlite3's or psycopg's), for what only
+    the driver does: COPY, a streamed read, a pragma outside a transaction."""
+    driver = connection.connection.driver_connection
+    assert driver is not None  # a checked-out connection always has one
+    return driver
 
 
 @contextmanager

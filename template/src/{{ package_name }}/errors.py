@@ -89,7 +89,7 @@ def explained(url: URL) -> Iterator[None]:
     except DBAPIError as exc:
         raise DatabaseSetupError(_driver_message(url, exc)) from None
     except SQLAlchemyError as exc:
-        reason = without_secrets(_first_line(str(exc)), url)
+        reason = without_secrets(first_line(exc), url)
         raise DatabaseSetupError(f"database error: {reason}") from None
     except Exception as exc:  # the driver's own, where the programs use it directly (COPY)
         if lock_timed_out(exc):
@@ -138,7 +138,7 @@ def _is_secret(key: str) -> bool:
 
 
 def _driver_message(url: URL, exc: DBAPIError) -> str:
-    reason = without_secrets(_first_line(str(exc.orig)), url)
+    reason = without_secrets(first_line(exc), url)
     if lock_timed_out(exc):
         return lock_wait_message()
     if url.get_backend_name() != "sqlite":
@@ -174,7 +174,9 @@ def sqlite_problem(path: Path, reason: str) -> str:
     return f"SQLite database {path}: {reason}"
 
 
-def _first_line(message: str) -> str:
-    # driver messages wrap and indent; keep the first line of substance
-    lines = [" ".join(line.split()) for line in message.splitlines()]
-    return next((line for line in lines if line), "unknown error")
+def first_line(exc: BaseException) -> str:
+    """What went wrong, in one line: a driver's message (without SQLAlchemy's wrapping) or
+    any other exception's, cut to its first line of substance, wrapping and indents folded."""
+    said = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = [" ".join(line.split()) for line in str(said).splitlines()]
+    return next((line for line in lines if line), type(exc).__name__)

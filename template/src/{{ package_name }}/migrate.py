@@ -35,6 +35,7 @@ from .db import (
     CONNECT_TIMEOUT,
     POSTGRES_LOCK_TIMEOUT,
     SQLITE_BEGIN,
+    driver_connection,
     lock_timeout,
     milliseconds,
     seconds_from_env,
@@ -89,8 +90,7 @@ def migrating(connection: Connection, write_lock: bool = True) -> Iterator[None]
         yield
         return
     # straight to the driver: through SQLAlchemy the pragma would begin a transaction
-    driver = connection.connection.driver_connection
-    assert driver is not None
+    driver = driver_connection(connection)
     enforced = driver.execute("PRAGMA foreign_keys").fetchone()[0]
     driver.execute("PRAGMA foreign_keys=OFF")
     connection.execution_options(**{SQLITE_BEGIN: "IMMEDIATE" if write_lock else ""})

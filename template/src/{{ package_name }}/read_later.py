@@ -14,12 +14,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import database_url
-from .db import driver_errors, lock_timeout, open_database, set_local_lock_timeout
+from .db import (
+    CHUNK_SIZE,
+    driver_connection,
+    driver_errors,
+    lock_timeout,
+    open_database,
+    set_local_lock_timeout,
+)
 from .errors import DatabaseSetupError, explained
 from .models.marker import Marker
-
-# rows fetched per round trip; memory stays flat however many markers there are
-CHUNK_SIZE = 10_000
 
 
 def read_names(sessions: sessionmaker[Session], out: TextIO) -> None:
@@ -61,8 +65,7 @@ def _name_chunks(session: Session) -> Generator[Sequence[str], None, None]:
         # cursor to declare, fetch from and close; its transaction, which bounds the wait for
         # a lock on the table (db.py), begins in the same round trip as that bound is set
         connection = session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-        driver = connection.connection.driver_connection
-        assert driver is not None
+        driver = driver_connection(connection)
         sql = str(query.compile(dialect=connection.dialect))
         with driver_errors(connection, sql), driver.cursor() as cursor:
             cursor.execute(f"BEGIN READ ONLY; {set_local_lock_timeout(lock_timeout())}")

@@ -52,16 +52,23 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, SAWarning, SQLAlchemyError
+from sqlalchemy.exc import SAWarning, SQLAlchemyError
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.sql.schema import ColumnCollectionConstraint
 
 from .config import MIGRATIONS_DIR, where_alembic_works
-from .db import lock_timeout, make_engine, postgresql_connect_args, set_local_lock_timeout
+from .db import (
+    CHUNK_SIZE,
+    lock_timeout,
+    make_engine,
+    postgresql_connect_args,
+    set_local_lock_timeout,
+)
 from .errors import (
     DatabaseSetupError,
     describe,
     explained,
+    first_line,
     in_memory,
     lock_timed_out,
     lock_wait_message,
@@ -73,8 +80,6 @@ from .errors import (
 )
 from .models.base import Base  # models/__init__.py, run first, imports every model
 
-# rows fetched per round trip on both paths; memory stays flat however big a table is
-CHUNK_SIZE = 10_000
 CHECKSUM_MODULUS = 2**64
 # how SQLite's stored text of a date or time column reads as one
 ISO_PARSERS: dict[type | None, Callable[[str], object]] = {
@@ -323,14 +328,6 @@ def _shown(value: Any) -> str:
     if isinstance(value, DefaultClause):
         return f"'{value.arg}'" if isinstance(value.arg, str) else str(value.arg)
     return repr(value)
-
-
-def first_line(exc: BaseException) -> str:
-    """A driver's message, often wrapped and indented, as one line."""
-    # what the driver said, without SQLAlchemy's wrapping
-    said = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    lines = [" ".join(line.split()) for line in str(said).splitlines()]
-    return next((line for line in lines if line), type(exc).__name__)
 
 
 def _check_revision(

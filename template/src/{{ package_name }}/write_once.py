@@ -12,7 +12,7 @@ from sqlalchemy import Connection, bindparam, insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import database_url
-from .db import driver_errors, open_database
+from .db import driver_connection, driver_errors, open_database
 from .errors import DatabaseSetupError, explained
 from .models.marker import InvalidName, Marker, check_names
 
@@ -83,8 +83,7 @@ def _writer(connection: Connection) -> Iterator[Callable[[list[str]], None]]:
     if connection.dialect.name == "postgresql":
         # COPY streams every batch into one statement, several times faster than INSERTs;
         # psycopg escapes each name for COPY's text format, so every byte arrives as it was
-        driver = connection.connection.driver_connection
-        assert driver is not None
+        driver = driver_connection(connection)
         with (
             driver_errors(connection, COPY_MARKERS),
             driver.cursor() as cursor,
