@@ -91,10 +91,6 @@ def explained(url: URL) -> Iterator[None]:
     except SQLAlchemyError as exc:
         reason = without_secrets(first_line(exc), url)
         raise DatabaseSetupError(f"database error: {reason}") from None
-    except Exception as exc:  # the driver's own, where the programs use it directly (COPY)
-        if lock_timed_out(exc):
-            raise DatabaseSetupError(lock_wait_message()) from None
-        raise
 
 
 def in_memory(url: URL) -> str | None:
