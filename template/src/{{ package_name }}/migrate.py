@@ -126,6 +126,17 @@ def wait_for_other_migrations(connection: Connection) -> None:
         connection.execution_options(**{POSTGRES_LOCK_TIMEOUT: lock})
 
 
+def start_sql() -> list[str]:
+    """What wait_for_other_migrations() does on PostgreSQL, as the SQL `alembic upgrade --sql`
+    writes first: the lock, then the timeouts (which squawk, tests/migration_sql.py, checks)."""
+    lock, statement = migration_timeouts()
+    return [
+        f"SELECT pg_advisory_xact_lock({POSTGRES_LOCK_KEY})",
+        f"SET LOCAL lock_timeout = '{milliseconds(lock)}ms'",
+        f"SET LOCAL statement_timeout = '{milliseconds(statement)}ms'",
+    ]
+
+
 def migration_timeouts() -> tuple[float, float]:
     """Seconds a migration statement on PostgreSQL may wait for a lock, and may run."""
     return (
