@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python benchmarks/bench.py` puts benchmarks/, not ROOT, first
 
-# benchmarks/ is on sys.path as the script's own folder; ROOT, for tests.conftest
+# benchmarks/ is on sys.path as the script's own folder; ROOT, for tests.helpers
 from figures.cli import main  # noqa: E402
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ revision creates the tables, and every table gets rows.
 import re
 from pathlib import Path
 
-from tests.conftest import ok, run
+from tests.helpers import ok, run
 
 PACKAGE = "budget_tracker"
 MODELS = Path("src") / PACKAGE / "models"

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import render
+from tests.helpers import render
 
 
 def answers_of(project: Path) -> dict[str, str]:

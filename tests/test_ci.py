@@ -26,8 +26,8 @@ from urllib.parse import quote, urlsplit
 import pytest
 import yaml
 
-from tests.conftest import git_commit_all, install, ok, render, run
 from tests.growth import grow
+from tests.helpers import git_commit_all, install, ok, render, run
 from tests.postgres import PASSWORD, ROLE, PostgresServer
 from tests.workflow import (
     NEON,

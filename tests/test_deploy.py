@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import UV, database_name, ok, render, run
+from tests.helpers import UV, database_name, ok, render, run
 from tests.postgres import PostgresServer
 
 

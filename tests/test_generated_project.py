@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, install, ok, render, run
+from tests.helpers import ROOT, install, ok, render, run
 
 LESSON = ROOT / "tests" / "lesson"
 SKILL_SECTIONS = ["Persona", "When to Use", "Core Patterns", "Decision Logic", "Guardrails"]

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import install, ok, project_env, render, run
+from tests.helpers import install, ok, project_env, render, run
 from tests.pgbouncer import PgBouncer
 from tests.postgres import PASSWORD, PostgresServer, free_port
 

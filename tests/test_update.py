@@ -16,8 +16,8 @@ import yaml
 from copier import run_update
 from copier.errors import UnsafeTemplateError
 
-from tests.conftest import ROOT, install, ok, render, run
 from tests.growth import BUDGET_MODEL, MODELS, grow
+from tests.helpers import ROOT, install, ok, render, run
 from tests.workflow import check_tests_step, run_steps, workflow
 
 VERSIONS = Path("template/migrations/versions")

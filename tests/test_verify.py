@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import database_name, install, ok, render, run
+from tests.helpers import database_name, install, ok, render, run
 from tests.postgres import PASSWORD, PostgresServer
 
 SECRETS = [PASSWORD, quote(PASSWORD, safe=""), quote(PASSWORD), "s3cr", "w0rd"]

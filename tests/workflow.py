@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import UV, run
+from tests.helpers import UV, run
 
 WORKFLOWS = Path(".github/workflows")
 WORKFLOW = WORKFLOWS / "ci.yml"

@@ -25,7 +25,7 @@ from .runner import (
     step,
 )
 from .sqlite import big_figures, copier_with_bytecode, proof_figure, small_figures, suite_figure
-from tests.conftest import install, render
+from tests.helpers import install, render
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,7 +28,7 @@ from .runner import (
     step,
     timed,
 )
-from tests.conftest import install, project_env
+from tests.helpers import install, project_env
 from tests.postgres import PASSWORD, ROLE, PostgresServer, start_postgres
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from tests.conftest import project_env
+from tests.helpers import project_env
 
 ROOT = Path(__file__).resolve().parents[2]
 # the benchmark's own scripts, run as files: the raw floors, the memory wrapper, the blocker

@@ -28,7 +28,7 @@ from .runner import (
     timed,
 )
 from .verification import big_verify_figures, small_verify_figure
-from tests.conftest import DEFAULT_ANSWERS, UV, project_env
+from tests.helpers import DEFAULT_ANSWERS, UV, project_env
 
 
 def small_figures(project: Path, bin_dir: Path, lesson: Path, runs: int) -> list[Figure]:
