@@ -1,8 +1,9 @@
-"""The fixtures: Copier kept to its defaults, shared rendered projects, real PostgreSQL and
-PgBouncer servers. What the tests share besides fixtures is in tests/helpers.py."""
+"""The fixtures: Copier kept to its defaults, the shared rendered projects, a real PostgreSQL
+server with new databases on it, and PgBouncer; the other helpers are in tests/helpers.py."""
 
+import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,15 @@ def default_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def postgres_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project installed with the postgres extra, shared by the tests that leave its files
+    alone; each brings its own databases."""
+    project = render(tmp_path_factory.mktemp("postgres") / "budget-tracker")
+    install(project, "postgres")
+    return project
+
+
+@pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     """A real PostgreSQL server for the session; fails rather than skips under CI."""
     server = start_or_skip("PostgreSQL", start_postgres)
@@ -49,3 +59,18 @@ def pgbouncer(postgres: PostgresServer) -> Iterator[PgBouncer]:
     bouncer = start_or_skip("PgBouncer", lambda: start_pgbouncer(postgres))
     yield bouncer
     bouncer.stop()
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+def new_database(postgres: PostgresServer) -> Callable[[str], str]:
+    """Create an empty database owned by the test role, named for label; returns its name."""
+
+    def create(label: str) -> str:
+        name = f"{label}_{next(_databases)}"
+        postgres.create_database(name)
+        return name
+
+    return create

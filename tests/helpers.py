@@ -8,16 +8,20 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 from copier import run_copy
+
+from tests.postgres import PASSWORD
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 UV = os.environ.get("UV") or shutil.which("uv") or str(Path(sys.executable).parent / "uv")
 
 DEFAULT_ANSWERS = {"project_name": "Budget Tracker"}
+# the test role's password as typed, as encoded in a URL (both ways), and fragments of it
+SECRETS = [PASSWORD, quote(PASSWORD, safe=""), quote(PASSWORD), "s3cr", "w0rd"]
 
 Started = TypeVar("Started")
 
@@ -80,6 +84,35 @@ def install(project: Path, *extras: str, compile_bytecode: bool = False) -> Path
     result = run(*command, cwd=project)
     assert result.returncode == 0, result.stderr
     return project / ".venv" / "bin"
+
+
+def run_program(
+    project: Path,
+    name: str,
+    *args: str | Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+) -> "subprocess.CompletedProcess[str]":
+    """Run one of the project's installed programs (.venv/bin/name), in the project unless cwd."""
+    return run(project / ".venv" / "bin" / name, *args, cwd=cwd or project, env=env, input=input)
+
+
+def prove(project: Path, env: dict[str, str] | None = None) -> None:
+    """The README's proof, each command a separate process: migrate, write once, then read
+    from a new process; the migration shows no password."""
+    upgraded = run_program(project, "alembic", "upgrade", "head", env=env)
+    ok(upgraded)
+    assert_shows_no_password(upgraded)
+    assert ok(run_program(project, "write-once", env=env)) == "Wrote marker\n"
+    assert ok(run_program(project, "read-later", env=env)) == "['persistent-check']\n"
+
+
+def assert_shows_no_password(*shown: "str | subprocess.CompletedProcess[str]") -> None:
+    """No result's stdout or stderr, nor any text given, shows the test role's password."""
+    text = "".join(each if isinstance(each, str) else each.stdout + each.stderr for each in shown)
+    for secret in SECRETS:
+        assert secret not in text, text
 
 
 def database_name(url: str) -> str:

@@ -4,7 +4,6 @@ Every database here belongs to the role whose password, s3cr%t@p:ss/w0rd, must b
 no output may show it, in any form.
 """
 
-import itertools
 import re
 import socket
 import subprocess
@@ -17,12 +16,10 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.helpers import install, ok, project_env, render, run
+from tests.helpers import assert_shows_no_password, ok, project_env, prove, run_program
 from tests.pgbouncer import PgBouncer
 from tests.postgres import PASSWORD, PostgresServer, free_port
 
-# the password as typed, as encoded in a URL (both ways), and fragments of it
-SECRETS = [PASSWORD, quote(PASSWORD, safe=""), quote(PASSWORD), "s3cr", "w0rd"]
 PROGRAMS = ["write-once", "read-later", "alembic upgrade head"]
 # a guard against hanging, not a benchmark: every connect gives up after 5 s
 HANG_GUARD = 20
@@ -30,33 +27,11 @@ HANG_GUARD = 20
 # certificate, so `require` is refused there (see the test below); `prefer` keeps the shape
 NEON_QUERY = "sslmode=prefer&channel_binding=prefer"
 
-_numbers = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One project with the postgres extra, shared: each test brings its own databases."""
-    project = render(tmp_path_factory.mktemp("postgres") / "budget-tracker")
-    install(project, "postgres")
-    return project
-
 
 @pytest.fixture
-def new_database(postgres: PostgresServer) -> Callable[[str], str]:
-    """Create an empty database owned by the test role; returns its name."""
-
-    def create(label: str) -> str:
-        name = f"{label}_{next(_numbers)}"
-        postgres.create_database(name)
-        return name
-
-    return create
-
-
-@pytest.fixture
-def dotenv(project: Path) -> Iterator[Path]:
+def dotenv(postgres_project: Path) -> Iterator[Path]:
     """The project's .env, removed after the test so that the next one starts without it."""
-    path = project / ".env"
+    path = postgres_project / ".env"
     yield path
     path.unlink(missing_ok=True)
 
@@ -91,10 +66,6 @@ def command_line(project: Path, command: str) -> list[str]:
     return [str(project / ".venv" / "bin" / program), *args]
 
 
-def run_in(project: Path, command: str, env: dict[str, str] | None = None) -> CompletedProcess[str]:
-    return run(*command_line(project, command), cwd=project, env=env)
-
-
 def run_all(project: Path, env: dict[str, str]) -> dict[str, tuple[CompletedProcess[str], float]]:
     """Run the programs side by side; each result with the seconds it took at most."""
     started = time.monotonic()
@@ -127,11 +98,6 @@ def run_all(project: Path, env: dict[str, str]) -> dict[str, tuple[CompletedProc
     return results
 
 
-def assert_shows_no_password(result: CompletedProcess[str]) -> None:
-    for secret in SECRETS:
-        assert secret not in result.stdout + result.stderr, (result.stdout, result.stderr)
-
-
 def assert_fails_in_one_line(project: Path, env: dict[str, str], *needles: str) -> None:
     """Each program exits non-zero with one line that says why, quickly, password hidden."""
     for command, (result, seconds) in run_all(project, env).items():
@@ -153,56 +119,64 @@ def assert_fails_in_one_line(project: Path, env: dict[str, str], *needles: str) 
         assert seconds < HANG_GUARD, shown
 
 
-def prove(project: Path, env: dict[str, str] | None = None) -> None:
-    """upgrade, write, read from a new process, check: each a separate process."""
-    upgraded = run_in(project, "alembic upgrade head", env)
-    ok(upgraded)
-    assert_shows_no_password(upgraded)
-    assert ok(run_in(project, "write-once", env)) == "Wrote marker\n"
-    assert ok(run_in(project, "read-later", env)) == "['persistent-check']\n"
-    checked = run_in(project, "alembic check", env)
+def prove_and_check(project: Path, env: dict[str, str] | None = None) -> None:
+    """The proof, then `alembic check` in a process of its own: the schema matches the models."""
+    prove(project, env)
+    checked = run_program(project, "alembic", "check", env=env)
     assert "No new upgrade operations detected" in ok(checked)
     assert_shows_no_password(checked)
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg"])
 def test_the_proof_runs_on_postgresql_for_every_url_form(
-    scheme: str, project: Path, postgres: PostgresServer, new_database: Callable[[str], str]
+    scheme: str,
+    postgres_project: Path,
+    postgres: PostgresServer,
+    new_database: Callable[[str], str],
 ) -> None:
     database = new_database("proof")
     url = postgres.url(database).replace("postgresql://", f"{scheme}://", 1)
-    prove(project, {"DATABASE_URL": url})
+    prove_and_check(postgres_project, {"DATABASE_URL": url})
     # the row is in PostgreSQL, not in a SQLite file the project fell back to
     assert postgres.psql("SELECT name FROM markers", database) == "persistent-check"
-    assert not (project / "app.db").exists()
+    assert not (postgres_project / "app.db").exists()
 
 
 def test_a_neon_shaped_url_in_dotenv_runs_the_proof(
-    project: Path, postgres: PostgresServer, new_database: Callable[[str], str], dotenv: Path
+    postgres_project: Path,
+    postgres: PostgresServer,
+    new_database: Callable[[str], str],
+    dotenv: Path,
 ) -> None:
     database = new_database("dotenv")
     url = postgres.url(database).replace("postgresql://", "postgres://", 1)
     dotenv.write_text(f"DATABASE_URL={url}?{NEON_QUERY}\n")
-    prove(project)  # no DATABASE_URL in the environment
+    prove_and_check(postgres_project)  # no DATABASE_URL in the environment
     assert postgres.psql("SELECT name FROM markers", database) == "persistent-check"
 
 
 def test_sslmode_require_reaches_the_driver_and_a_server_without_ssl_refuses_it(
-    project: Path, postgres: PostgresServer, new_database: Callable[[str], str], dotenv: Path
+    postgres_project: Path,
+    postgres: PostgresServer,
+    new_database: Callable[[str], str],
+    dotenv: Path,
 ) -> None:
     # why the Neon-shaped tests use `prefer`: the query string reaches libpq as it is written
     database = new_database("ssl")
     url = postgres.url(database).replace("postgresql://", "postgres://", 1)
     dotenv.write_text(f"DATABASE_URL={url}?sslmode=require&channel_binding=require\n")
-    assert_fails_in_one_line(project, {}, "SSL was required")
+    assert_fails_in_one_line(postgres_project, {}, "SSL was required")
 
 
 def test_an_environment_variable_wins_over_dotenv(
-    project: Path, postgres: PostgresServer, new_database: Callable[[str], str], dotenv: Path
+    postgres_project: Path,
+    postgres: PostgresServer,
+    new_database: Callable[[str], str],
+    dotenv: Path,
 ) -> None:
     from_file, from_environment = new_database("file"), new_database("environment")
     dotenv.write_text(f"DATABASE_URL={postgres.url(from_file)}?{NEON_QUERY}\n")
-    prove(project, {"DATABASE_URL": postgres.url(from_environment)})
+    prove_and_check(postgres_project, {"DATABASE_URL": postgres.url(from_environment)})
     assert postgres.psql("SELECT name FROM markers", from_environment) == "persistent-check"
     assert postgres.tables(from_file) == ""
 
@@ -210,7 +184,7 @@ def test_an_environment_variable_wins_over_dotenv(
 @pytest.mark.parametrize("where", ["environment", "dotenv"])
 def test_migrations_run_on_database_url_direct_and_the_programs_on_database_url(
     where: str,
-    project: Path,
+    postgres_project: Path,
     postgres: PostgresServer,
     new_database: Callable[[str], str],
     dotenv: Path,
@@ -226,13 +200,13 @@ def test_migrations_run_on_database_url_direct_and_the_programs_on_database_url(
     else:
         dotenv.write_text("".join(f"{name}={value}\n" for name, value in variables.items()))
 
-    upgraded = run_in(project, "alembic upgrade head", env)
+    upgraded = run_program(postgres_project, "alembic", "upgrade", "head", env=env)
     ok(upgraded)
     assert_shows_no_password(upgraded)
     assert postgres.tables(direct) == "alembic_version,markers"
     assert postgres.tables(pooled) == ""
     # the programs use DATABASE_URL, which the migrations did not touch
-    written = run_in(project, "write-once", env)
+    written = run_program(postgres_project, "write-once", env=env)
     assert written.returncode != 0
     assert "no schema yet" in written.stderr
 
@@ -271,15 +245,15 @@ def forwarded_port(postgres: PostgresServer) -> Iterator[int]:
 
 
 def test_the_generated_tests_refuse_a_database_with_tables_however_its_url_is_written(
-    project: Path,
+    postgres_project: Path,
     postgres: PostgresServer,
     new_database: Callable[[str], str],
     forwarded_port: int,
 ) -> None:
     precious = new_database("precious")
     url = postgres.url(precious)
-    ok(run_in(project, "alembic upgrade head", {"DATABASE_URL": url}))
-    ok(run(project / ".venv" / "bin" / "write-once", "mine", cwd=project, env={"DATABASE_URL": url}))
+    ok(run_program(postgres_project, "alembic", "upgrade", "head", env={"DATABASE_URL": url}))
+    ok(run_program(postgres_project, "write-once", "mine", env={"DATABASE_URL": url}))
     postgres.plant_users_table(precious)
     before = postgres.users_data(precious)
     port = f":{postgres.port}/"
@@ -294,13 +268,13 @@ def test_the_generated_tests_refuse_a_database_with_tables_however_its_url_is_wr
     }
 
     for form, (test_url, extra) in written.items():
-        result = run(
-            project / ".venv" / "bin" / "pytest",
+        result = run_program(
+            postgres_project,
+            "pytest",
             "-q",
             "-p",
             "no:cacheprovider",
             "tests/test_persistence.py",
-            cwd=project,
             env={"TEST_DATABASE_URL": test_url, "DATABASE_URL": url, **extra},
         )
         shown = f"{form}: {result.stdout[-2000:]}{result.stderr}"
@@ -312,41 +286,44 @@ def test_the_generated_tests_refuse_a_database_with_tables_however_its_url_is_wr
 
 
 def test_an_unreachable_port_fails_in_one_line_without_showing_the_password(
-    project: Path, postgres: PostgresServer
+    postgres_project: Path, postgres: PostgresServer
 ) -> None:
     url = postgres.url("app_db").replace(f":{postgres.port}/", f":{free_port()}/")
-    assert_fails_in_one_line(project, {"DATABASE_URL": url}, "Connection refused")
+    assert_fails_in_one_line(postgres_project, {"DATABASE_URL": url}, "Connection refused")
 
 
 def test_a_host_that_never_answers_times_out_in_one_line(
-    project: Path, postgres: PostgresServer, silent_port: int
+    postgres_project: Path, postgres: PostgresServer, silent_port: int
 ) -> None:
     url = postgres.url("app_db").replace(f":{postgres.port}/", f":{silent_port}/")
-    assert_fails_in_one_line(project, {"DATABASE_URL": url}, "timeout expired")
+    assert_fails_in_one_line(postgres_project, {"DATABASE_URL": url}, "timeout expired")
 
 
 def test_a_wrong_password_fails_in_one_line_without_showing_it(
-    project: Path, postgres: PostgresServer, new_database: Callable[[str], str]
+    postgres_project: Path, postgres: PostgresServer, new_database: Callable[[str], str]
 ) -> None:
     # the wrong password holds the right one, so neither may show
     url = postgres.url(new_database("wrong"), password=f"not-{PASSWORD}")
-    assert_fails_in_one_line(project, {"DATABASE_URL": url}, "password authentication failed")
+    env = {"DATABASE_URL": url}
+    assert_fails_in_one_line(postgres_project, env, "password authentication failed")
 
 
-def test_a_missing_database_is_named_in_one_line(project: Path, postgres: PostgresServer) -> None:
+def test_a_missing_database_is_named_in_one_line(
+    postgres_project: Path, postgres: PostgresServer
+) -> None:
     url = postgres.url("no_such_database")
     assert_fails_in_one_line(
-        project, {"DATABASE_URL": url}, 'database "no_such_database" does not exist'
+        postgres_project, {"DATABASE_URL": url}, 'database "no_such_database" does not exist'
     )
 
 
 def test_a_password_pasted_without_url_encoding_is_refused_without_showing_it(
-    project: Path, postgres: PostgresServer
+    postgres_project: Path, postgres: PostgresServer
 ) -> None:
     # the unencoded ':' and '/' make the rest of the password look like a port
     url = f"postgresql://app_user:{PASSWORD}@127.0.0.1:{postgres.port}/app_db"
     assert_fails_in_one_line(
-        project, {"DATABASE_URL": url}, "DATABASE_URL is not a database URL", "URL-encode"
+        postgres_project, {"DATABASE_URL": url}, "DATABASE_URL is not a database URL", "URL-encode"
     )
 
 
@@ -395,23 +372,21 @@ with engine.connect() as connection:
 
 
 def test_the_engine_never_prepares_statements_on_the_server(
-    project: Path, postgres: PostgresServer, new_database: Callable[[str], str]
+    postgres_project: Path, postgres: PostgresServer, new_database: Callable[[str], str]
 ) -> None:
     # PgBouncer in transaction mode (Neon's pooled host) cannot keep prepared statements
     database = new_database("prepared")
-    ok(run_in(project, "alembic upgrade head", {"DATABASE_URL": postgres.url(database)}))
-    python = project / ".venv" / "bin" / "python"
-    result = run(python, "-c", PREPARED_STATEMENTS, postgres.url(database), cwd=project)
-    assert ok(result) == "0\n"
+    url = postgres.url(database)
+    ok(run_program(postgres_project, "alembic", "upgrade", "head", env={"DATABASE_URL": url}))
+    assert ok(run_program(postgres_project, "python", "-c", PREPARED_STATEMENTS, url)) == "0\n"
 
 
 def test_a_pooled_connection_the_server_dropped_is_replaced_before_use(
-    project: Path, postgres: PostgresServer, new_database: Callable[[str], str]
+    postgres_project: Path, postgres: PostgresServer, new_database: Callable[[str], str]
 ) -> None:
     # Neon suspends idle computes; a stale pooled connection must not reach the caller
     url = postgres.url(new_database("dropped"))
-    python = project / ".venv" / "bin" / "python"
-    assert ok(run(python, "-c", DROPPED_CONNECTION, url, cwd=project)) == "True\n"
+    assert ok(run_program(postgres_project, "python", "-c", DROPPED_CONNECTION, url)) == "True\n"
 
 
 # what SQLAlchemy asks a new connection before anything else: its own, on every engine
@@ -433,7 +408,7 @@ def statements_of(
     """Run command; what it printed, and every statement the server received for database."""
     log = postgres.base / "server.log"
     start = log.stat().st_size
-    result = run_in(project, command, env)
+    result = run_program(project, command, env=env)
     time.sleep(0.2)  # the server's logger writes on its own schedule
     with log.open(encoding="utf-8", errors="replace") as lines:
         lines.seek(start)
@@ -443,15 +418,15 @@ def statements_of(
 
 
 def test_the_programs_send_only_the_statements_they_need(
-    project: Path, postgres: PostgresServer, new_database: Callable[[str], str]
+    postgres_project: Path, postgres: PostgresServer, new_database: Callable[[str], str]
 ) -> None:
     # on a remote database (Neon) every statement is a round trip of milliseconds
     database = new_database("round_trips")
     env = {"DATABASE_URL": postgres.url(database)}
-    ok(run_in(project, "alembic upgrade head", env))
+    ok(run_program(postgres_project, "alembic", "upgrade", "head", env=env))
     postgres.psql(f"ALTER DATABASE {database} SET log_statement = 'all'")
 
-    written, statements = statements_of(postgres, database, "write-once", project, env)
+    written, statements = statements_of(postgres, database, "write-once", postgres_project, env)
     assert ok(written) == "Wrote marker\n"
     assert statements == [
         *DIALECT_SETUP,
@@ -465,8 +440,8 @@ def test_the_programs_send_only_the_statements_they_need(
     ]
 
     many = "x\n" * 30_000  # three batches
-    ok(run(project / ".venv" / "bin" / "write-once", "-", cwd=project, env=env, input=many))
-    read, statements = statements_of(postgres, database, "read-later", project, env)
+    ok(run_program(postgres_project, "write-once", "-", env=env, input=many))
+    read, statements = statements_of(postgres, database, "read-later", postgres_project, env)
     assert ok(read).startswith("['persistent-check', 'x', ")
     # one statement however many rows: no server-side cursor to declare, fetch from and close;
     # SET LOCAL bounds its lock wait, so a transaction around it, begun in the same round trip
@@ -480,7 +455,7 @@ def test_the_programs_send_only_the_statements_they_need(
 
 
 def test_write_once_and_read_later_work_through_pgbouncer_in_transaction_mode(
-    project: Path,
+    postgres_project: Path,
     postgres: PostgresServer,
     pgbouncer: PgBouncer,
     new_database: Callable[[str], str],
@@ -488,18 +463,19 @@ def test_write_once_and_read_later_work_through_pgbouncer_in_transaction_mode(
     # Neon's pooled host: the programs on the pooler, the migrations on the server itself
     database = new_database("pooled")
     env = {"DATABASE_URL": pgbouncer.url(database), "DATABASE_URL_DIRECT": postgres.url(database)}
-    ok(run_in(project, "alembic upgrade head", env))
+    ok(run_program(postgres_project, "alembic", "upgrade", "head", env=env))
     names = [f"pooled-{number}" for number in range(25_000)]
     names[9_995 : 9_995 + len(TRICKY_NAMES)] = TRICKY_NAMES
     stdin = "".join(f"{name}\n" for name in names)
-    program = project / ".venv" / "bin" / "write-once"
-    assert ok(run(program, "-", cwd=project, env=env, input=stdin)) == "Wrote 25000 markers\n"
-    assert ok(run_in(project, "read-later", env)) == f"{names!r}\n"
+    written = run_program(postgres_project, "write-once", "-", env=env, input=stdin)
+    assert ok(written) == "Wrote 25000 markers\n"
+    assert ok(run_program(postgres_project, "read-later", env=env)) == f"{names!r}\n"
 
     # a bad name after two batches have gone through the pooler: nothing of this batch stays
     bad = [*names, *(f"late-{number}" for number in range(30_000))]
     bad[-5] = "z" * 101
-    refused = run(program, "-", cwd=project, env=env, input="".join(f"{n}\n" for n in bad))
+    stdin = "".join(f"{name}\n" for name in bad)
+    refused = run_program(postgres_project, "write-once", "-", env=env, input=stdin)
     assert refused.returncode == 1 and refused.stdout == ""
     assert refused.stderr.startswith(f"write-once: error: name {len(bad) - 4}: "), refused.stderr
     assert_shows_no_password(refused)
@@ -507,18 +483,18 @@ def test_write_once_and_read_later_work_through_pgbouncer_in_transaction_mode(
 
 
 def test_the_generated_write_tests_pass_through_pgbouncer(
-    project: Path, pgbouncer: PgBouncer, new_database: Callable[[str], str]
+    postgres_project: Path, pgbouncer: PgBouncer, new_database: Callable[[str], str]
 ) -> None:
     # Ctrl-C and kill -9 mid-COPY, eight concurrent writers, the escapes: through the pooler
-    result = run(
-        project / ".venv" / "bin" / "pytest",
+    result = run_program(
+        postgres_project,
+        "pytest",
         "-q",
         "-p",
         "no:cacheprovider",
         "tests/test_transactions.py",
         "tests/test_persistence.py",
         "tests/test_bad_input.py::test_a_bad_name_late_in_a_large_batch_leaves_the_table_as_it_was",
-        cwd=project,
         env={"TEST_DATABASE_URL": pgbouncer.url(new_database("pooled_tests"))},
     )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]

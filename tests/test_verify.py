@@ -4,20 +4,22 @@ The PostgreSQL role's password, s3cr%t@p:ss/w0rd, must be URL-encoded; no output
 an evidence bundle may show it, in any form.
 """
 
-import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from subprocess import CompletedProcess
-from urllib.parse import quote
 
 import pytest
 
-from tests.helpers import database_name, install, ok, render, run
+from tests.helpers import (
+    assert_shows_no_password,
+    database_name,
+    install,
+    ok,
+    render,
+    run,
+    run_program,
+)
 from tests.postgres import PASSWORD, PostgresServer
-
-SECRETS = [PASSWORD, quote(PASSWORD, safe=""), quote(PASSWORD), "s3cr", "w0rd"]
-_numbers = itertools.count(1)
 
 # run by the project's own python: validate a bundle against the schema the project ships
 VALIDATE = """
@@ -34,14 +36,6 @@ print("valid")
 NOTE_COLUMN = "    note: Mapped[str | None] = mapped_column(String(20))\n"
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One project with the postgres extra, shared by the tests that leave its files alone."""
-    project = render(tmp_path_factory.mktemp("verify") / "budget-tracker")
-    install(project, "postgres")
-    return project
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], dict[str, str]]:
     """Make a new empty database on each backend; returns the environment that selects it."""
@@ -50,18 +44,10 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], 
         if request.param == "sqlite":
             return {"DATABASE_URL": f"sqlite:///{tmp_path / label}.db"}
         server: PostgresServer = request.getfixturevalue("postgres")
-        return {"DATABASE_URL": server.create_database(f"verify_{label}_{next(_numbers)}")}
+        new_database: Callable[[str], str] = request.getfixturevalue("new_database")
+        return {"DATABASE_URL": server.url(new_database(f"verify_{label}"))}
 
     return new
-
-
-def program(project: Path, name: str, *args: str, env: dict[str, str]) -> CompletedProcess[str]:
-    return run(project / ".venv" / "bin" / name, *args, cwd=project, env=env)
-
-
-def assert_shows_no_password(text: str) -> None:
-    for secret in SECRETS:
-        assert secret not in text
 
 
 def bundle_text(bundle: Path) -> str:
@@ -69,11 +55,11 @@ def bundle_text(bundle: Path) -> str:
 
 
 def make_bundle(project: Path, output: Path, env: dict[str, str]) -> dict[str, object]:
-    written = program(project, "db-evidence", "--output", str(output), env=env)
+    written = run_program(project, "db-evidence", "--output", str(output), env=env)
     assert ok(written) == f"{output}\n"
-    assert_shows_no_password(written.stdout + written.stderr + bundle_text(output))
-    python = project / ".venv" / "bin" / "python"
-    assert ok(run(python, "-c", VALIDATE, output / "evidence.json", cwd=project)) == "valid\n"
+    assert_shows_no_password(written, bundle_text(output))
+    validated = run_program(project, "python", "-c", VALIDATE, output / "evidence.json")
+    assert ok(validated) == "valid\n"
     bundle: dict[str, object] = json.loads((output / "evidence.json").read_text())
     return bundle
 
@@ -85,13 +71,13 @@ def test_evidence_bundles_are_git_ignored(tmp_path: Path) -> None:
 
 
 def test_write_once_then_db_verify_passes_and_db_evidence_writes_a_valid_bundle(
-    project: Path, database: Callable[[str], dict[str, str]], tmp_path: Path
+    postgres_project: Path, database: Callable[[str], dict[str, str]], tmp_path: Path
 ) -> None:
     env = database("proof")
-    ok(program(project, "alembic", "upgrade", "head", env=env))
-    assert ok(program(project, "write-once", env=env)) == "Wrote marker\n"
+    ok(run_program(postgres_project, "alembic", "upgrade", "head", env=env))
+    assert ok(run_program(postgres_project, "write-once", env=env)) == "Wrote marker\n"
 
-    verified = program(project, "db-verify", env=env)
+    verified = run_program(postgres_project, "db-verify", env=env)
     assert ok(verified).splitlines() == [
         f"ok   revision: {database_name(env['DATABASE_URL'])} at 0001, the scripts' head",
         "ok   schema: the database matches the models",
@@ -100,23 +86,22 @@ def test_write_once_then_db_verify_passes_and_db_evidence_writes_a_valid_bundle(
     ]
     assert verified.stdout.splitlines()[2].startswith("ok   integrity: ")
     assert verified.stdout.splitlines()[3].startswith("ok   data markers: 1 row, checksum ")
-    assert_shows_no_password(verified.stdout + verified.stderr)
+    assert_shows_no_password(verified)
 
-    bundle = make_bundle(project, tmp_path / "bundle", env)
+    bundle = make_bundle(postgres_project, tmp_path / "bundle", env)
     assert bundle["verdict"] == "pass"
     assert bundle["row_counts"] == {"markers": 1}
     assert bundle["project"] == {"name": "budget-tracker", "version": "0.1.0"}
 
 
 def test_each_failure_exits_1_naming_its_check(
-    project: Path, database: Callable[[str], dict[str, str]], tmp_path: Path
+    postgres_project: Path, database: Callable[[str], dict[str, str]], tmp_path: Path
 ) -> None:
     env = database("failures")
-    ok(program(project, "alembic", "upgrade", "head", env=env))
-    ok(program(project, "write-once", "one", "two", env=env))
+    ok(run_program(postgres_project, "alembic", "upgrade", "head", env=env))
+    ok(run_program(postgres_project, "write-once", "one", "two", env=env))
     bundle = tmp_path / "before"
-    make_bundle(project, bundle, env)
-    python = project / ".venv" / "bin" / "python"
+    make_bundle(postgres_project, bundle, env)
     # rows deleted and a column added, by hand, past the project's code
     sql = "DELETE FROM markers WHERE name = 'two'; ALTER TABLE markers ADD COLUMN note VARCHAR(9)"
     by_hand = (
@@ -126,33 +111,33 @@ def test_each_failure_exits_1_naming_its_check(
         "    for statement in sys.argv[1].split('; '):\n"
         "        connection.exec_driver_sql(statement)\n"
     )
-    ok(run(python, "-c", by_hand, sql, cwd=project, env=env))
+    ok(run_program(postgres_project, "python", "-c", by_hand, sql, env=env))
 
-    result = program(project, "db-verify", "--expect", str(bundle), env=env)
+    result = run_program(postgres_project, "db-verify", "--expect", str(bundle), env=env)
 
     assert result.returncode == 1, result.stdout + result.stderr
     failed = [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("FAIL")]
     assert failed == ["FAIL schema", "FAIL expect rows"]
     assert "markers 2 -> 1" in result.stdout
-    assert_shows_no_password(result.stdout + result.stderr)
+    assert_shows_no_password(result)
 
 
 def test_the_schema_hash_is_stable_and_a_real_migration_changes_it(
-    postgres: PostgresServer, tmp_path: Path
+    postgres: PostgresServer, new_database: Callable[[str], str], tmp_path: Path
 ) -> None:
     # a project of its own: this test adds a model column and a migration to it
     project = render(tmp_path / "budget-tracker")
     install(project, "postgres")
     environments = {
         "sqlite": {"DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}"},
-        "postgresql": {"DATABASE_URL": postgres.create_database(f"verify_hash_{next(_numbers)}")},
+        "postgresql": {"DATABASE_URL": postgres.url(new_database("verify_hash"))},
     }
     hashes: dict[str, list[object]] = {}
     for backend, env in environments.items():
-        ok(program(project, "alembic", "upgrade", "head", env=env))
-        ok(program(project, "write-once", env=env))
+        ok(run_program(project, "alembic", "upgrade", "head", env=env))
+        ok(run_program(project, "write-once", env=env))
         first = make_bundle(project, tmp_path / f"{backend}-1", env)
-        ok(program(project, "write-once", "more rows, same schema", env=env))
+        ok(run_program(project, "write-once", "more rows, same schema", env=env))
         second = make_bundle(project, tmp_path / f"{backend}-2", env)
         hashes[backend] = [first["schema_hash"], second["schema_hash"]]
 
@@ -160,18 +145,18 @@ def test_the_schema_hash_is_stable_and_a_real_migration_changes_it(
     source = marker.read_text()
     anchor = "    name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH))\n"
     marker.write_text(source.replace(anchor, anchor + NOTE_COLUMN))
-    revision = program(
+    revision = run_program(
         project, "alembic", "revision", "--autogenerate", "-m", "add note",
         env=environments["sqlite"],
     )  # fmt: skip
     ok(revision)
 
     for backend, env in environments.items():
-        behind = program(project, "db-verify", env=env)
+        behind = run_program(project, "db-verify", env=env)
         assert behind.returncode == 1
         assert " at 0001, behind the scripts' head" in behind.stdout
-        ok(program(project, "alembic", "upgrade", "head", env=env))
-        verified = ok(program(project, "db-verify", env=env)).splitlines()
+        ok(run_program(project, "alembic", "upgrade", "head", env=env))
+        verified = ok(run_program(project, "db-verify", env=env)).splitlines()
         assert [line.split()[0] for line in verified] == ["ok"] * 4
         after = make_bundle(project, tmp_path / f"{backend}-3", env)
         hashes[backend].append(after["schema_hash"])
@@ -183,16 +168,20 @@ def test_the_schema_hash_is_stable_and_a_real_migration_changes_it(
 
 @pytest.mark.parametrize("command", ["db-verify", "db-evidence"])
 def test_a_wrong_password_exits_2_in_one_line_without_showing_it(
-    command: str, project: Path, postgres: PostgresServer, tmp_path: Path
+    command: str,
+    postgres_project: Path,
+    postgres: PostgresServer,
+    new_database: Callable[[str], str],
+    tmp_path: Path,
 ) -> None:
     # the wrong password holds the right one, so neither may show
-    url = postgres.create_database(f"verify_wrong_{next(_numbers)}")
-    env = {"DATABASE_URL": url.replace(quote(PASSWORD, safe=""), quote(f"not-{PASSWORD}", safe=""))}
+    url = postgres.url(new_database("verify_wrong"), password=f"not-{PASSWORD}")
+    env = {"DATABASE_URL": url}
     args = ["--output", str(tmp_path / "bundle")] if command == "db-evidence" else []
-    result = program(project, command, *args, env=env)
+    result = run_program(postgres_project, command, *args, env=env)
     assert (result.returncode, result.stdout) == (2, ""), result.stderr
     assert result.stderr.startswith(f"{command}: error: ")
     assert "password authentication failed" in result.stderr
     assert len(result.stderr.splitlines()) == 1
-    assert_shows_no_password(result.stderr)
+    assert_shows_no_password(result)
     assert not (tmp_path / "bundle").exists()
