@@ -11,7 +11,7 @@ revision creates the tables, and every table gets rows.
 import re
 from pathlib import Path
 
-from tests.helpers import ok, run
+from tests.helpers import ok, run_program
 
 PACKAGE = "budget_tracker"
 MODELS = Path("src") / PACKAGE / "models"
@@ -120,22 +120,21 @@ for block in blocks("references/relationships.md"):
 def grow(project: Path, env: dict[str, str] | None = None) -> Path:
     """Grow project (installed) on the database env names; returns the new revision's path."""
     models = project / MODELS
-    scripts = project / ".venv" / "bin"
     # the user's own models first, then the recipe, which must add to what they wrote
     (models / "budget.py").write_text(BUDGET_MODEL)
     (models / "note.py").write_text(NOTE_MODEL)
     register(models / "__init__.py", {"budget": "Budget", "note": "Note"})
     add_notes_to_marker(models / "marker.py")
-    ok(run(scripts / "python", "-c", APPLY_RECIPE, cwd=project, env=env))
+    ok(run_program(project, "python", "-c", APPLY_RECIPE, env=env))
     assert (models / "marker_note.py").is_file(), "the recipe's model module was not written"
     (project / "tests" / "test_budgets.py").write_text(BUDGET_TEST)
 
-    ok(run(scripts / "alembic", "upgrade", "head", cwd=project, env=env))
+    ok(run_program(project, "alembic", "upgrade", "head", env=env))
     message = "add budgets, notes and marker notes"
-    ok(run(scripts / "alembic", "revision", "--autogenerate", "-m", message, cwd=project, env=env))
-    ok(run(scripts / "alembic", "upgrade", "head", cwd=project, env=env))
-    ok(run(scripts / "write-once", "rent", cwd=project, env=env))
-    ok(run(scripts / "python", "-c", ROWS, cwd=project, env=env))
+    ok(run_program(project, "alembic", "revision", "--autogenerate", "-m", message, env=env))
+    ok(run_program(project, "alembic", "upgrade", "head", env=env))
+    ok(run_program(project, "write-once", "rent", env=env))
+    ok(run_program(project, "python", "-c", ROWS, env=env))
     versions = project / "migrations" / "versions"
     (revision,) = versions.glob("*_add_budgets_notes_and_marker_notes.py")
     return revision

@@ -21,14 +21,22 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 from tests.growth import grow
-from tests.helpers import git_commit_all, install, ok, render, run
-from tests.postgres import PASSWORD, ROLE, PostgresServer
+from tests.helpers import (
+    assert_shows_no_password,
+    git_commit_all,
+    install,
+    ok,
+    render,
+    run,
+    run_program,
+)
+from tests.postgres import ROLE, PostgresServer
 from tests.workflow import (
     NEON,
     RELEASE,
@@ -409,11 +417,10 @@ def test_the_neon_preview_migrates_verifies_and_tests_a_copy_and_keeps_its_data(
     grown_postgres_project: tuple[Path, str, str], postgres: PostgresServer
 ) -> None:
     project, _, head = grown_postgres_project
-    scripts = project / ".venv" / "bin"
     # the parent branch: the database before this pull request, at the template's revision,
     # with a row; the preview branch, a copy of it, as Neon makes one
     parent = postgres.create_database("neon_parent")
-    ok(run(scripts / "alembic", "upgrade", "0001", cwd=project, env={"DATABASE_URL": parent}))
+    ok(run_program(project, "alembic", "upgrade", "0001", env={"DATABASE_URL": parent}))
     # (write-once would refuse a database behind the models: a row as the older release wrote it)
     postgres.psql("INSERT INTO markers (name) VALUES ('from-production')", "neon_parent")
     postgres.psql(f"CREATE DATABASE neon_branch TEMPLATE neon_parent OWNER {ROLE}")
@@ -448,7 +455,7 @@ def test_the_neon_preview_migrates_verifies_and_tests_a_copy_and_keeps_its_data(
     assert "CREATE TABLE budgets" in summary and "CREATE TABLE markers" not in summary
     # squawk ran on that SQL: its findings, each naming the file, or none
     assert re.search(r"### squawk\n```text\n(no findings|migration\.sql:\d+)", summary)
-    assert quote(PASSWORD, safe="") not in summary and PASSWORD not in summary
+    assert_shows_no_password(summary)
 
 
 # PRE-COMMIT ------------------------------------------------------------------------------
@@ -472,7 +479,7 @@ postgresql://ci@localhost:5432/ci
 
 def pre_commit(project: Path, home: Path, *args: str) -> "subprocess.CompletedProcess[str]":
     env = {"PRE_COMMIT_HOME": str(home), "PATH": path_with_uv(project)}
-    return run(project / ".venv" / "bin" / "pre-commit", *args, cwd=project, env=env)
+    return run_program(project, "pre-commit", *args, env=env)
 
 
 def test_pre_commit_passes_on_a_generated_project(ci_project: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,8 @@ def test_an_installed_wheel_migrates_and_proves_from_an_empty_folder(
 
     if backend == "postgresql":
         postgres: PostgresServer = request.getfixturevalue("postgres")
-        url = postgres.create_database(f"wheel_{tmp_path.name[-8:].lower()}")
+        new_database: Callable[[str], str] = request.getfixturevalue("new_database")
+        url = postgres.url(new_database("wheel"))
     else:
         url = f"sqlite:///{tmp_path / 'data' / 'app.db'}"
         (tmp_path / "data").mkdir()
@@ -102,7 +104,7 @@ def dockerfile_steps(dockerfile: str) -> tuple[list[str], str]:
 
 
 def test_the_images_uv_commands_and_cmd_run_as_written(
-    tmp_path: Path, postgres: PostgresServer
+    tmp_path: Path, postgres: PostgresServer, new_database: Callable[[str], str]
 ) -> None:
     project = render(tmp_path / "budget-tracker")
     ok(run(UV, "lock", "--quiet", cwd=project))  # committed with the project, as CI asks
@@ -126,7 +128,7 @@ def test_the_images_uv_commands_and_cmd_run_as_written(
         path = f"{app / '.venv' / 'bin'}:/usr/bin:/bin"
         return run("sh", "-c", command, cwd=app, env={"DATABASE_URL": url, "PATH": path})
 
-    url = postgres.create_database(f"image_{tmp_path.name[-8:].lower()}")
+    url = postgres.url(new_database("image"))
     at_head = f"Database at head: 0001 ({database_name(url)})\n"
     assert ok(in_image(cmd, url)) == f"{at_head}[]\n"
     ok(in_image("write-once", url))

@@ -9,18 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import ROOT, install, ok, render, run
+from tests.helpers import ROOT, install, ok, prove, render, run, run_program
 
 LESSON = ROOT / "tests" / "lesson"
 SKILL_SECTIONS = ["Persona", "When to Use", "Core Patterns", "Decision Logic", "Guardrails"]
-
-
-def prove(project: Path, env: dict[str, str] | None = None) -> None:
-    """The four commands of the project's README, each a separate process."""
-    bin_dir = project / ".venv" / "bin"
-    ok(run(bin_dir / "alembic", "upgrade", "head", cwd=project, env=env))
-    assert ok(run(bin_dir / "write-once", cwd=project, env=env)) == "Wrote marker\n"
-    assert ok(run(bin_dir / "read-later", cwd=project, env=env)) == "['persistent-check']\n"
 
 
 def test_the_proof_prints_persistent_check_from_a_new_process(default_project: Path) -> None:
@@ -33,12 +25,12 @@ def test_the_programs_share_one_database_from_any_directory(
 ) -> None:
     database = tmp_path / "shared.db"
     env = {"DATABASE_URL": f"sqlite:///{database}"}
-    bin_dir = default_project / ".venv" / "bin"
-    ok(run(bin_dir / "alembic", "upgrade", "head", cwd=default_project, env=env))
+    ok(run_program(default_project, "alembic", "upgrade", "head", env=env))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    ok(run(bin_dir / "write-once", "from-elsewhere", cwd=elsewhere, env=env))
-    assert ok(run(bin_dir / "read-later", cwd=tmp_path, env=env)) == "['from-elsewhere']\n"
+    ok(run_program(default_project, "write-once", "from-elsewhere", cwd=elsewhere, env=env))
+    read = run_program(default_project, "read-later", cwd=tmp_path, env=env)
+    assert ok(read) == "['from-elsewhere']\n"
 
 
 # The project's own tests, ruff check, ruff format --check and mypy --strict run on a fresh
@@ -49,9 +41,9 @@ def test_reformatting_a_fresh_render_changes_nothing(tmp_path: Path) -> None:
     project = render(tmp_path / "p")
     ok(run("git", "init", "-q", cwd=project))
     ok(run("git", "add", "-A", cwd=project))
-    bin_dir = install(project)
-    ok(run(bin_dir / "ruff", "format", "--no-cache", ".", cwd=project))
-    ok(run(bin_dir / "ruff", "check", "--fix", "--no-cache", ".", cwd=project))
+    install(project)
+    ok(run_program(project, "ruff", "format", "--no-cache", "."))
+    ok(run_program(project, "ruff", "check", "--fix", "--no-cache", "."))
     # the index holds the render as copier wrote it; the working tree what the tools made of it
     assert ok(run("git", "diff", "--name-only", cwd=project)) == ""
 
@@ -97,16 +89,16 @@ def test_no_template_leftovers_in_a_rendered_project(fresh_render: Path) -> None
 )  # fmt: skip
 def test_every_answer_set_renders_a_working_clean_project(tmp_path: Path, answers: dict[str, str]) -> None:
     project = render(tmp_path / "project", **answers)
-    bin_dir = install(project)
+    install(project)
     prove(project)
     # the release bundle names the distribution, whatever the package is called
-    ok(run(bin_dir / "db-evidence", "--output", tmp_path / "evidence", cwd=project))
+    ok(run_program(project, "db-evidence", "--output", tmp_path / "evidence"))
     bundle = json.loads((tmp_path / "evidence" / "evidence.json").read_text())
     slug = answers.get("project_slug") or re.sub(r"[^a-z0-9]+", "-", answers["project_name"].lower())
     assert bundle["project"]["name"] == slug
-    ok(run(bin_dir / "ruff", "check", "--no-cache", ".", cwd=project))
-    ok(run(bin_dir / "ruff", "format", "--check", "--no-cache", ".", cwd=project))
-    ok(run(bin_dir / "mypy", "--no-incremental", cwd=project))
+    ok(run_program(project, "ruff", "check", "--no-cache", "."))
+    ok(run_program(project, "ruff", "format", "--check", "--no-cache", "."))
+    ok(run_program(project, "mypy", "--no-incremental"))
     skill = project / answers.get("skills_dir", ".claude/skills") / "database-deployment"
     assert (skill / "SKILL.md").is_file()
 
@@ -114,7 +106,6 @@ def test_every_answer_set_renders_a_working_clean_project(tmp_path: Path, answer
 def test_the_lesson_scripts_read_and_write_the_same_database(default_project: Path, tmp_path: Path) -> None:
     database = tmp_path / "lesson.db"
     env = {"DATABASE_URL": f"sqlite:///{database}"}
-    bin_dir = default_project / ".venv" / "bin"
     scripts = tmp_path / "lesson"
     scripts.mkdir()
     for name in ("write_once.py", "read_later.py"):
@@ -122,15 +113,16 @@ def test_the_lesson_scripts_read_and_write_the_same_database(default_project: Pa
         assert 'create_engine("sqlite:///quick_persist.db")' in source
         # nothing changed but the URL string
         (scripts / name).write_text(source.replace("sqlite:///quick_persist.db", f"sqlite:///{database}"))
-    lesson = {name: [bin_dir / "python", scripts / name] for name in ("write_once.py", "read_later.py")}
 
-    ok(run(bin_dir / "alembic", "upgrade", "head", cwd=default_project, env=env))
-    ok(run(bin_dir / "write-once", cwd=default_project, env=env))
-    assert ok(run(*lesson["read_later.py"], cwd=scripts)) == "['persistent-check']\n"
+    ok(run_program(default_project, "alembic", "upgrade", "head", env=env))
+    ok(run_program(default_project, "write-once", env=env))
+    read = run_program(default_project, "python", scripts / "read_later.py", cwd=scripts)
+    assert ok(read) == "['persistent-check']\n"
 
-    assert ok(run(*lesson["write_once.py"], cwd=scripts)) == "Wrote marker\n"
+    written = run_program(default_project, "python", scripts / "write_once.py", cwd=scripts)
+    assert ok(written) == "Wrote marker\n"
     expected = "['persistent-check', 'persistent-check']\n"
-    assert ok(run(bin_dir / "read-later", cwd=default_project, env=env)) == expected
+    assert ok(run_program(default_project, "read-later", env=env)) == expected
 
 
 # the public skill-creator validator's rules (anthropics/skills, quick_validate.py), carried
@@ -268,7 +260,7 @@ PLANTED_IN_SKILL = {
 
 def test_a_broken_or_unmarked_block_in_the_skill_fails_the_projects_suite(tmp_path: Path) -> None:
     project = render(tmp_path / "p")
-    bin_dir = install(project)
+    install(project)
     skill = project / ".claude" / "skills" / "database-deployment"
     expected = []
     for document, (block, failure) in PLANTED_IN_SKILL.items():
@@ -278,7 +270,7 @@ def test_a_broken_or_unmarked_block_in_the_skill_fails_the_projects_suite(tmp_pa
         expected.append(failure.format(block=f"{document}, line {line}"))
     node = "tests/test_skill.py::test_every_block_runs_as_written"
     tests = [f"{node}[{document}]" for document in PLANTED_IN_SKILL]
-    result = run(bin_dir / "pytest", "-q", "-p", "no:cacheprovider", *tests, cwd=project)
+    result = run_program(project, "pytest", "-q", "-p", "no:cacheprovider", *tests)
     assert result.returncode == 1, result.stdout[-3000:]
     assert f"{len(PLANTED_IN_SKILL)} failed" in result.stdout, result.stdout[-3000:]
     missing = [failure for failure in expected if failure not in result.stdout]
@@ -318,7 +310,7 @@ def test_the_skills_recipes_keep_the_users_own_models(tmp_path: Path) -> None:
     # the recipes add to models/__init__.py and to Marker; one that replaced either would lose
     # Note, and Marker.notes would name a model that is gone (KeyError: 'Note')
     project = render(tmp_path / "p")
-    bin_dir = install(project)
+    install(project)
     models = project / "src" / "budget_tracker" / "models"
     (models / "note.py").write_text(USERS_NOTE_MODEL)
     edit(
@@ -334,10 +326,10 @@ def test_the_skills_recipes_keep_the_users_own_models(tmp_path: Path) -> None:
         ("    def __repr__", '    notes: Mapped[list["Note"]] = relationship(back_populates="marker")\n\n    def __repr__'),
     )  # fmt: skip
     env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}"}
-    ok(run(bin_dir / "alembic", "upgrade", "head", cwd=project, env=env))
-    ok(run(bin_dir / "alembic", "revision", "--autogenerate", "-m", "add notes", cwd=project, env=env))
+    ok(run_program(project, "alembic", "upgrade", "head", env=env))
+    ok(run_program(project, "alembic", "revision", "--autogenerate", "-m", "add notes", env=env))
 
-    result = run(bin_dir / "pytest", "-q", "-p", "no:cacheprovider", "tests/test_skill.py", cwd=project)
+    result = run_program(project, "pytest", "-q", "-p", "no:cacheprovider", "tests/test_skill.py")
     assert result.returncode == 0, result.stdout[-6000:]
 
 
@@ -379,7 +371,7 @@ def test_the_project_installs_and_proves_with_plain_pip(tmp_path: Path) -> None:
     assert len(commands) == 2 and "--group dev" in commands[1]
     ok(run("bash", "-euc", " && ".join(commands), cwd=project))
     prove(project)
-    assert ok(run(project / ".venv" / "bin" / "pytest", "-q", "tests/test_persistence.py", cwd=project))
+    assert ok(run_program(project, "pytest", "-q", "tests/test_persistence.py"))
 
 
 def test_the_project_tests_refuse_to_wipe_the_database_it_uses(
@@ -387,19 +379,18 @@ def test_the_project_tests_refuse_to_wipe_the_database_it_uses(
 ) -> None:
     database = tmp_path / "precious.db"
     same = f"sqlite:///{database}"
-    bin_dir = default_project / ".venv" / "bin"
-    ok(run(bin_dir / "alembic", "upgrade", "head", cwd=default_project, env={"DATABASE_URL": same}))
-    ok(run(bin_dir / "write-once", "precious", cwd=default_project, env={"DATABASE_URL": same}))
+    ok(run_program(default_project, "alembic", "upgrade", "head", env={"DATABASE_URL": same}))
+    ok(run_program(default_project, "write-once", "precious", env={"DATABASE_URL": same}))
 
     env = {"DATABASE_URL": same, "TEST_DATABASE_URL": same}
-    result = run(bin_dir / "pytest", "-q", "-p", "no:cacheprovider", cwd=default_project, env=env)
+    result = run_program(default_project, "pytest", "-q", "-p", "no:cacheprovider", env=env)
 
     assert result.returncode == pytest.ExitCode.USAGE_ERROR
     assert (
         "TEST_DATABASE_URL's database already holds tables (alembic_version, markers)"
         in result.stderr
     )
-    read = run(bin_dir / "read-later", cwd=default_project, env={"DATABASE_URL": same})
+    read = run_program(default_project, "read-later", env={"DATABASE_URL": same})
     assert ok(read) == "['precious']\n"
 
 
@@ -411,18 +402,18 @@ def test_a_database_the_lessons_scripts_made_is_adopted_with_its_rows(
     scripts.mkdir()
     source = (LESSON / "write_once.py").read_text()
     (scripts / "write_once.py").write_text(source.replace("quick_persist.db", str(database)))
-    bin_dir = default_project / ".venv" / "bin"
-    assert ok(run(bin_dir / "python", scripts / "write_once.py", cwd=scripts)) == "Wrote marker\n"
+    written = run_program(default_project, "python", scripts / "write_once.py", cwd=scripts)
+    assert ok(written) == "Wrote marker\n"
     env = {"DATABASE_URL": f"sqlite:///{database}"}
 
-    refused = run(bin_dir / "read-later", cwd=default_project, env=env)
+    refused = run_program(default_project, "read-later", env=env)
     assert refused.returncode == 1
     assert "`alembic stamp 0001`, then `alembic upgrade head` and `alembic check`" in refused.stderr
     assert len(refused.stderr.splitlines()) == 1
 
     # the adoption path the message and the skill's alembic-migrations.md give
     for step in (["stamp", "0001"], ["upgrade", "head"], ["check"]):
-        ok(run(bin_dir / "alembic", *step, cwd=default_project, env=env))
-    assert ok(run(bin_dir / "write-once", "adopted", cwd=default_project, env=env)) == "Wrote marker\n"
+        ok(run_program(default_project, "alembic", *step, env=env))
+    assert ok(run_program(default_project, "write-once", "adopted", env=env)) == "Wrote marker\n"
     expected = "['persistent-check', 'adopted']\n"
-    assert ok(run(bin_dir / "read-later", cwd=default_project, env=env)) == expected
+    assert ok(run_program(default_project, "read-later", env=env)) == expected

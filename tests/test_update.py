@@ -17,7 +17,7 @@ from copier import run_update
 from copier.errors import UnsafeTemplateError
 
 from tests.growth import BUDGET_MODEL, MODELS, grow
-from tests.helpers import ROOT, install, ok, render, run
+from tests.helpers import ROOT, install, ok, render, run, run_program
 from tests.workflow import check_tests_step, run_steps, workflow
 
 VERSIONS = Path("template/migrations/versions")
@@ -203,8 +203,8 @@ def test_an_update_merges_a_release_with_the_users_work_and_the_ci_job_passes(
 ) -> None:
     template = template_repo(tmp_path / "template")
     project = generate(template, tmp_path / "budget-tracker", "v1.0.0")
-    scripts = install(project)
-    ok(run(scripts / "alembic", "upgrade", "head", cwd=project))
+    install(project)
+    ok(run_program(project, "alembic", "upgrade", "head"))
 
     # the user's work: docs, the skill, the project grown as its README and skill say (models
     # of their own, a relationship on Marker, the revision, a test, rows in every table)
@@ -253,12 +253,12 @@ def test_an_update_merges_a_release_with_the_users_work_and_the_ci_job_passes(
     assert [(project / path).read_bytes() for path in own] == own_before
 
     # the user's data and schema came through
-    scripts = install(project)
-    assert ok(run(scripts / "read-later", cwd=project)) == "['rent', 'groceries']\n"
-    ok(run(scripts / "alembic", "upgrade", "head", cwd=project))
-    assert ok(run(scripts / "alembic", "heads", cwd=project)).count("(head)") == 1
-    assert ok(run(scripts / "write-once", cwd=project)) == "Wrote marker\n"
-    assert ok(run(scripts / "read-later", cwd=project)) == (
+    install(project)
+    assert ok(run_program(project, "read-later")) == "['rent', 'groceries']\n"
+    ok(run_program(project, "alembic", "upgrade", "head"))
+    assert ok(run_program(project, "alembic", "heads")).count("(head)") == 1
+    assert ok(run_program(project, "write-once")) == "Wrote marker\n"
+    assert ok(run_program(project, "read-later")) == (
         "['rent', 'groceries', 'persistent-check']\n"
     )
 
@@ -295,9 +295,9 @@ def test_an_edit_on_the_same_lines_leaves_markers_that_the_shipped_check_reports
     assert git(project, "status", "--porcelain", "README.md").startswith("UU ")
     diff_check = run("git", "diff", "--check", cwd=project)
     assert diff_check.returncode != 0 and "leftover conflict marker" in diff_check.stdout
-    scripts = install(project)
-    shipped_check = (scripts / "pytest", "-q", "-p", "no:cacheprovider", SHIPPED_CHECK)
-    reported = run(*shipped_check, cwd=project)
+    install(project)
+    shipped_check = ("pytest", "-q", "-p", "no:cacheprovider", SHIPPED_CHECK)
+    reported = run_program(project, *shipped_check)
     assert reported.returncode == 1
     for hit in markers:
         assert hit in reported.stdout
@@ -313,7 +313,7 @@ def test_an_edit_on_the_same_lines_leaves_markers_that_the_shipped_check_reports
     (project / "README.md").write_text(resolved)
     git(project, "add", "README.md")
     assert conflicts(project) == []
-    ok(run(*shipped_check, cwd=project))
+    ok(run_program(project, *shipped_check))
     ok(run("git", "diff", "HEAD", "--check", cwd=project))
 
 
@@ -369,9 +369,9 @@ def test_a_project_from_the_first_commit_updates_to_the_working_tree(tmp_path: P
     first = git(history, "log", "--diff-filter=A", "--format=%H", "--", "copier.yml").split()[-1]
     git(history, "tag", "v0.0.0", first)
     project = generate(history, tmp_path / "budget-tracker", "v0.0.0")
-    scripts = install(project)
-    ok(run(scripts / "alembic", "upgrade", "head", cwd=project))
-    ok(run(scripts / "write-once", "from-the-first-commit", cwd=project))
+    install(project)
+    ok(run_program(project, "alembic", "upgrade", "head"))
+    ok(run_program(project, "write-once", "from-the-first-commit"))
     commit(project, "uv.lock")
     shipped = revisions(project)
 
@@ -402,10 +402,10 @@ def test_a_project_from_the_first_commit_updates_to_the_working_tree(tmp_path: P
     }
     assert differ - users == set()
     # the user's models/__init__.py from the first commit still imports: alembic reads it below
-    scripts = install(project)
-    ok(run(scripts / "alembic", "upgrade", "head", cwd=project))
-    ok(run(scripts / "alembic", "check", cwd=project))
-    assert ok(run(scripts / "read-later", cwd=project)) == "['from-the-first-commit']\n"
+    install(project)
+    ok(run_program(project, "alembic", "upgrade", "head"))
+    ok(run_program(project, "alembic", "check"))
+    assert ok(run_program(project, "read-later")) == "['from-the-first-commit']\n"
 
 
 # CHANGING AN ANSWER ----------------------------------------------------------------------
@@ -417,9 +417,9 @@ def test_switching_to_postgresql_adds_the_driver_and_touches_nothing_of_the_user
     template = template_repo(tmp_path / "template")
     project = generate(template, tmp_path / "budget-tracker", "v1.0.0")
     assert answers(project)["database"] == "sqlite"
-    scripts = install(project)
-    ok(run(scripts / "alembic", "upgrade", "head", cwd=project))
-    ok(run(scripts / "write-once", "on-sqlite", cwd=project))
+    install(project)
+    ok(run_program(project, "alembic", "upgrade", "head"))
+    ok(run_program(project, "write-once", "on-sqlite"))
     append(project / "README.md", "\n## Budgets\n\nOne budget per category, in cents.\n")
     (project / MODELS / "budget.py").write_text(BUDGET_MODEL)
     commit(project, "Our notes, our model, uv.lock")
@@ -446,9 +446,9 @@ def test_switching_to_postgresql_adds_the_driver_and_touches_nothing_of_the_user
 
     # a plain `uv sync` installs the driver, and keeps it after `uv sync --extra postgres`
     for extras in ((), ("postgres",), ()):
-        scripts = install(project, *extras)
-        ok(run(scripts / "python", "-c", "import psycopg", cwd=project))
-    assert ok(run(scripts / "read-later", cwd=project)) == "['on-sqlite']\n"
+        install(project, *extras)
+        ok(run_program(project, "python", "-c", "import psycopg"))
+    assert ok(run_program(project, "read-later")) == "['on-sqlite']\n"
 
 
 def test_switching_neon_previews_on_adds_their_workflow_and_touches_nothing_of_the_users(
@@ -585,15 +585,15 @@ def test_a_package_renamed_by_hand_as_the_refusal_says_updates_with_its_models_r
     assert (project / "src/money/db.py").read_text().endswith("# release two\n")
     assert "from .budget import Budget" in (project / "src/money/models/__init__.py").read_text()
     # the user's model is still what Alembic sees: autogenerate creates its table, drops nothing
-    scripts = install(project)
-    ok(run(scripts / "alembic", "upgrade", "head", cwd=project))
-    ok(run(scripts / "alembic", "revision", "--autogenerate", "-m", "add budgets", cwd=project))
+    install(project)
+    ok(run_program(project, "alembic", "upgrade", "head"))
+    ok(run_program(project, "alembic", "revision", "--autogenerate", "-m", "add budgets"))
     (revision,) = (project / "migrations/versions").glob("*_add_budgets.py")
     upgrade = revision.read_text().split("def downgrade", 1)[0]
     assert 'op.create_table(\n        "budgets",' in upgrade and "drop_table" not in upgrade
-    ok(run(scripts / "alembic", "upgrade", "head", cwd=project))
-    ok(run(scripts / "alembic", "check", cwd=project))
-    assert ok(run(scripts / "write-once", "renamed", cwd=project)) == "Wrote marker\n"
+    ok(run_program(project, "alembic", "upgrade", "head"))
+    ok(run_program(project, "alembic", "check"))
+    assert ok(run_program(project, "write-once", "renamed")) == "Wrote marker\n"
 
 
 def test_a_new_project_name_keeps_the_slug_and_package_it_once_gave(tmp_path: Path) -> None:
