@@ -312,5 +312,5 @@ def statement_counts(server: PostgresServer, project: Path, bin_dir: Path) -> st
 
 
 def psycopg_version(bin_dir: Path) -> str:
-    code = "from importlib.metadata import version; print(version('psycopg'))"
-    return check([bin_dir / "python", "-c", code], cwd=bin_dir).strip()
+    version = [bin_dir / "python", SCRIPTS / "package_version.py", "psycopg"]
+    return check(version, cwd=bin_dir).strip()
