@@ -324,13 +324,11 @@ def _check_integrity(database: Database) -> Verdict:
     return (False, "; ".join(problems)) if problems else (True, passed)
 
 
-def _check_data(
-    database: Database, mapper: Mapper[Any]
-) -> tuple[TableData | None, bool | None, str]:
+def _check_data(database: Database, mapper: Mapper[Any]) -> tuple[TableData, bool | None, str]:
+    # what it finds is the raw path's read, which --expect compares
     table = mapper.local_table
     assert isinstance(table, Table)
     columns = mapped_columns(mapper)
-    raw: TableData | None = None  # one read's count: --expect compares it
     for _attempt in range(DATA_ATTEMPTS):
         database.share_snapshot()
         version = database.data_version()
@@ -345,24 +343,18 @@ def _check_data(
             agree = f"{_rows(raw.rows)}, checksum {raw.checksum}; the ORM and raw SQL agree"
             return raw, True, agree
         if database.data_version() == version:
-            return (
-                raw,
-                False,
-                (
-                    f"the ORM read {_rows(orm.rows)} (checksum {orm.checksum}), "
-                    f"raw SQL {_rows(raw.rows)} (checksum {raw.checksum})"
-                ),
+            differ = (
+                f"the ORM read {_rows(orm.rows)} (checksum {orm.checksum}), "
+                f"raw SQL {_rows(raw.rows)} (checksum {raw.checksum})"
             )
+            return raw, False, differ
         # another process committed between the two reads (PostgreSQL's shared snapshot
         # rules that out): the difference says nothing about the data; read again
-    return (
-        raw,
-        None,
-        (
-            f"writes in progress: another process committed to {table.name} during each of "
-            f"{DATA_ATTEMPTS} reads; run db-verify again when writes stop"
-        ),
+    busy = (
+        f"writes in progress: another process committed to {table.name} during each of "
+        f"{DATA_ATTEMPTS} reads; run db-verify again when writes stop"
     )
+    return raw, None, busy
 
 
 def _check_rows_kept(
