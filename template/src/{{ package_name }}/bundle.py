@@ -36,7 +36,7 @@ class Expected:
 
 
 def load_bundle(path: Path) -> Expected:
-    """The evidence.json of a bundle folder (or the file itself), or BundleError.
+    """What the evidence.json of a bundle folder (or the file itself) says, or BundleError.
 
     Format 3, and format 2 (the previous release's): a user compares a database with their
     last release's bundle after updating the project.

@@ -1,4 +1,4 @@
-"""Row counts and checksums of a table, read through the ORM or with plain SQL, and compared.
+"""A table's row count and checksum, read through the ORM or with plain SQL on the driver.
 
 Both paths reduce each row to canonical values (int, str or None), the same whichever path
 read it, and sum a 64-bit hash of each: the checksum ignores row order and streams in
