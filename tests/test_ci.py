@@ -323,9 +323,10 @@ def test_the_release_builds_migrates_with_the_wheel_and_ships_passing_evidence(
     evidence = json.loads((project / "release-evidence" / "evidence.json").read_text())
     assert evidence["verdict"] == "pass" and evidence["tests"]["failed"] == 0
     assert evidence["tests"]["passed"] > 0 and evidence["tests"]["exit_code"] == 0
-    assert evidence["tests"]["database"]["backend"] == evidence["database"]["backend"] == "postgresql"
-    assert evidence["alembic"] == {"current": [head], "heads": [head]}
-    assert evidence["row_counts"] == {"budgets": 0, "marker_notes": 0, "markers": 0, "notes": 0}
+    assert evidence["tests"]["database"]["backend"] == evidence["backend"] == "postgresql"
+    assert (evidence["current"], evidence["heads"]) == ([head], [head])
+    rows = {name: table["rows"] for name, table in evidence["tables"].items()}
+    assert rows == {"budgets": 0, "marker_notes": 0, "markers": 0, "notes": 0}
     assert postgres.users_data("precious") == before  # the user's database: never named
 
     # what the publish job gets: the artifact build uploaded, downloaded into an empty folder

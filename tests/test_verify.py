@@ -25,7 +25,7 @@ from tests.postgres import PASSWORD, PostgresServer
 VALIDATE = """
 import json, sys
 import jsonschema
-from budget_tracker.evidence import SCHEMA_PATH
+from budget_tracker.bundle import SCHEMA_PATH
 
 schema = json.loads(SCHEMA_PATH.read_text())
 jsonschema.validate(json.loads(open(sys.argv[1]).read()), schema, cls=jsonschema.Draft202012Validator)
@@ -90,7 +90,7 @@ def test_write_once_then_db_verify_passes_and_db_evidence_writes_a_valid_bundle(
 
     bundle = make_bundle(postgres_project, tmp_path / "bundle", env)
     assert bundle["verdict"] == "pass"
-    assert bundle["row_counts"] == {"markers": 1}
+    assert {name: table["rows"] for name, table in bundle["tables"].items()} == {"markers": 1}
     assert bundle["project"] == {"name": "budget-tracker", "version": "0.1.0"}
 
 

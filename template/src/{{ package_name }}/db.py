@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import database_url
-from .errors import DatabaseSetupError, explained, in_memory, missing_folder
+from .errors import DatabaseSetupError, explained, in_memory, missing_folder, unusable_file
 from .schema import check_at_head
 
 # seconds to wait for a connection (PostgreSQL)
@@ -129,7 +129,7 @@ def open_database(url: URL | None = None, pre_ping: bool = True) -> sessionmaker
     url = url or database_url()
     with explained(url):
         engine = make_engine(url, pre_ping)
-        _refuse_missing_sqlite_file(url)
+        existing_sqlite_file(url)
         with engine.connect() as connection:
             if connection.dialect.name == "postgresql":
                 # the check is one statement: BEGIN and ROLLBACK around it would be two more
@@ -158,19 +158,26 @@ def driver_errors(connection: Connection, statement: str) -> Iterator[None]:
         raise DBAPIError.instance(statement, None, exc, dbapi.Error) from None
 
 
-def _refuse_missing_sqlite_file(url: URL) -> None:
-    # connecting would create an empty file; the schema belongs to `alembic upgrade head`
+def existing_sqlite_file(url: URL) -> Path | None:
+    """The file a SQLite URL names, which must exist; None for another backend.
+
+    DatabaseSetupError, saying what to do, for an in-memory database, a missing folder, a
+    folder or unreadable file in its place, or no file yet: connecting would create an empty
+    one (opening it read-only would fail without saying why), and the schema belongs to
+    `alembic upgrade head`.
+    """
     if message := in_memory(url):
         raise DatabaseSetupError(message)
     if url.get_backend_name() != "sqlite" or not url.database:
-        return
+        return None
     path = Path(url.database)
-    if message := missing_folder(path):
+    if message := missing_folder(path) or unusable_file(path):
         raise DatabaseSetupError(message)
     if not path.exists():
         raise DatabaseSetupError(
             f"no database at {path} yet; run `alembic upgrade head` to create it"
         )
+    return path
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:

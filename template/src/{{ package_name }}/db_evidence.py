@@ -8,17 +8,10 @@ from pathlib import Path
 
 from alembic.util import CommandError
 
+from .bundle import tests_elsewhere, write_bundle
 from .config import IN_SOURCE_CHECKOUT, database_url
 from .errors import DatabaseSetupError, explained
-from .evidence import (
-    collect,
-    default_output,
-    migrations_sql,
-    run_tests,
-    tests_elsewhere,
-    utc_now,
-    write_bundle,
-)
+from .evidence import collect, default_output, migrations_sql, run_tests, utc_now
 from .verify import connect
 
 

@@ -8,9 +8,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .bundle import BundleError, load_bundle
 from .config import database_url
-from .errors import DatabaseSetupError, describe
-from .verify import BundleError, Verification, connect, load_bundle, verify
+from .errors import DatabaseSetupError
+from .verify import connect, verify
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,35 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         parser.exit(130, "db-verify: interrupted\n")
     try:
-        print(as_json(result, describe(url)) if args.json else as_lines(result), flush=True)
+        output = json.dumps(result.as_dict(), indent=2) if args.json else result.as_lines()
+        print(output, flush=True)
     except BrokenPipeError:
         # whoever read the output stopped early (`db-verify | head -3`); say nothing more to it
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     if result.ok:
         return 0
     return 1 if result.failed else 2  # could not verify: no verdict on the database
-
-
-def as_lines(result: Verification) -> str:
-    return "\n".join(check.line() for check in result.checks)
-
-
-def as_json(result: Verification, url: str) -> str:
-    return json.dumps(
-        {
-            "ok": result.ok,
-            "database": url,
-            "backend": result.backend,
-            "current": result.current,
-            "heads": result.heads,
-            "tables": {
-                name: {"rows": table.rows, "checksum": table.checksum}
-                for name, table in result.tables.items()
-            },
-            "checks": [
-                {"name": check.name, "ok": check.ok, "detail": check.detail}
-                for check in result.checks
-            ],
-        },
-        indent=2,
-    )

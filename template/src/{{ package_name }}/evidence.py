@@ -1,9 +1,8 @@
-"""The release evidence bundle: what was verified, on which database, from which commit.
+"""The release evidence: what was verified, on which database, from which commit, tested how.
 
-A bundle is a folder of four files: evidence.json (machine-readable, following
-evidence.schema.json beside this module), evidence.md (the same for people), schema.sql
-(the database's schema as it is) and migrations.sql (`alembic upgrade --sql` from base to
-head, for review). Nothing in it holds a password: URLs are written masked.
+collect() gathers it for the bundle (bundle.py writes it): db-verify's result, the project
+and its commit, the versions, the schema as the database holds it and its hash, and the
+tests' counts when run. Nothing in it holds a password: URLs are written masked.
 """
 
 import hashlib
@@ -26,13 +25,12 @@ from sqlalchemy import Connection, MetaData, inspect
 from sqlalchemy.exc import CompileError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from .bundle import FORMAT_VERSION
 from .config import IN_SOURCE_CHECKOUT, PROJECT_ROOT, parse_database_url, test_database_setting
 from .errors import DatabaseSetupError, describe
 from .migrate import alembic_config
-from .verify import Database, reflecting, verify
-
-SCHEMA_PATH = Path(__file__).with_name("evidence.schema.json")
-FORMAT_VERSION = 2
+from .schema_diff import reflecting
+from .verify import Database, verify
 
 
 def default_output(now: datetime) -> Path:
@@ -61,31 +59,12 @@ def collect(
             "driver": result.driver,
             "server": result.server_version,
         },
-        "database": {"backend": result.backend, "url": describe(database.url)},
-        "alembic": {"current": result.current, "heads": result.heads},
         "schema_hash": schema_hash(snapshot),
-        "row_counts": {name: table.rows for name, table in sorted(result.tables.items())},
-        "checksums": {name: table.checksum for name, table in sorted(result.tables.items())},
-        "checks": [
-            {"name": check.name, "ok": check.ok, "detail": check.detail} for check in result.checks
-        ],
+        **result.as_dict(),  # db-verify --json's object: ok, database, ..., tables, checks
         "tests": tests,
         "verdict": "pass" if verdict_holds else "fail",
     }
     return evidence, schema_sql(database)
-
-
-def write_bundle(output: Path, evidence: dict[str, Any], schema: str, migrations: str) -> None:
-    """The bundle's four files in output, which must be new or empty."""
-    output.mkdir(parents=True, exist_ok=True)
-    files = {
-        "evidence.json": json.dumps(evidence, indent=2, ensure_ascii=False) + "\n",
-        "evidence.md": as_markdown(evidence),
-        "schema.sql": schema,
-        "migrations.sql": migrations,
-    }
-    for name, text in files.items():
-        (output / name).write_text(text, encoding="utf-8")
 
 
 def schema_snapshot(connection: Connection) -> dict[str, Any]:
@@ -222,17 +201,6 @@ def tests_database() -> dict[str, str | None]:
     return {"backend": url.get_backend_name(), "url": describe(url)}
 
 
-def tests_elsewhere(evidence: dict[str, Any]) -> str | None:
-    """A warning when the tests ran on another backend than the database under release."""
-    tests, backend = evidence["tests"], evidence["database"]["backend"]
-    if tests is None or tests["database"]["backend"] == backend:
-        return None
-    return (
-        f"the tests ran on {tests['database']['backend']}, the database under release is "
-        f"{backend}; set TEST_DATABASE_URL to an empty {backend} database to test on it"
-    )
-
-
 def tests_summary(junit: Path) -> dict[str, int]:
     """Counts of a JUnit XML report: every test suite in it, added up."""
     root = ElementTree.parse(junit).getroot()
@@ -248,58 +216,6 @@ def tests_summary(junit: Path) -> dict[str, int]:
             counts[key] += int(suite.get(attribute, "0"))
     counts["passed"] = counts["total"] - counts["failed"] - counts["errors"] - counts["skipped"]
     return counts
-
-
-def as_markdown(evidence: dict[str, Any]) -> str:
-    """evidence.json for people: the verdict first, then what it rests on."""
-    project, git, versions = evidence["project"], evidence["git"], evidence["versions"]
-    commit = git["commit"] or "not a git repository"
-    if git["dirty"]:
-        commit += " (uncommitted changes)"
-    lines = [
-        f"# Release evidence: {project['name']} {project['version']}",
-        "",
-        f"Verdict: **{evidence['verdict']}**",
-        "",
-        f"- Time (UTC): {evidence['created_at']}",
-        f"- Commit: {commit}",
-        f"- Database: {evidence['database']['url']} ({versions['server']}, {versions['driver']})",
-        f"- Python {versions['python']}, SQLAlchemy {versions['sqlalchemy']}, "
-        f"Alembic {versions['alembic']}",
-        f"- Alembic: at {', '.join(evidence['alembic']['current']) or 'no revision'}, "
-        f"head {', '.join(evidence['alembic']['heads'])}",
-        f"- Schema hash: `{evidence['schema_hash']}` (schema.sql; migrations.sql for review)",
-        "",
-        "| table | rows | checksum |",
-        "| --- | --- | --- |",
-        *(
-            f"| {table} | {rows} | `{evidence['checksums'][table]}` |"
-            for table, rows in evidence["row_counts"].items()
-        ),
-        "",
-        "## Checks (db-verify)",
-        "",
-        *(
-            f"- {'ok' if check['ok'] else '**FAIL**'} {check['name']}: {check['detail']}"
-            for check in evidence["checks"]
-        ),
-        "",
-        "## Tests",
-        "",
-    ]
-    tests = evidence["tests"]
-    if tests is None:
-        lines.append("Not run (`db-evidence --run-tests` runs them).")
-    else:
-        where = tests["database"]["url"] or "a new SQLite file for each test"
-        lines.append(
-            f"{tests['passed']} passed, {tests['failed']} failed, {tests['errors']} errors, "
-            f"{tests['skipped']} skipped of {tests['total']} "
-            f"(pytest exit code {tests['exit_code']}), on {tests['database']['backend']}: {where}"
-        )
-        if warning := tests_elsewhere(evidence):
-            lines += ["", f"Warning: {warning}."]
-    return "\n".join(lines) + "\n"
 
 
 def _tests_passed(tests: dict[str, Any]) -> bool:
