@@ -77,7 +77,10 @@ log = logging.getLogger("alembic.env")
 def database_url() -> URL:
     """The URL Alembic migrates (migration_url()); a bad one fails in one line."""
     with _command_error():
-        return migration_url()
+        url = migration_url()
+        with explained(url):
+            url.get_dialect()  # an unknown database, which `--sql` would meet in a traceback
+        return url
 
 
 @contextmanager
