@@ -2,33 +2,38 @@
 
 `db-migrate` is `alembic upgrade head` for wherever the project is installed: it needs no
 alembic.ini and no project folder, and finds the migration scripts in the package of an
-installed wheel. migrations/env.py runs every Alembic command through the functions below.
-SQLite needs the most care: it
-changes a table by copying it, dropping the original and renaming the copy (Alembic's batch
-mode). With foreign keys enforced, dropping the original deletes the rows that refer to it
-(ON DELETE CASCADE) or fails halfway; so enforcement is off while migrating, and the rows are
-checked before the commit instead.
+installed wheel. migrations/env.py runs every Alembic command through the functions below:
+connection_to_migrate() and run_migrations(), or run_migrations_as_sql() for `--sql`.
+SQLite needs the most care: it changes a table by copying it, dropping the original and
+renaming the copy (Alembic's batch mode). With foreign keys enforced, dropping the original
+deletes the rows that refer to it (ON DELETE CASCADE) or fails halfway; so enforcement is off
+while migrating, and the rows are checked before the commit instead.
 PostgreSQL needs its lock waits bounded: a migration waiting for a table's lock makes every
 reader and writer of that table queue behind it, so it gives up soon and tries again later.
 """
 
 import argparse
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from inspect import currentframe
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
-from alembic import command
+from alembic import command, context
+from alembic.autogenerate.api import AutogenContext
 from alembic.config import Config
 from alembic.operations.batch import ApplyBatchImpl
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Column, Connection, Table, func, inspect, select, text
+from sqlalchemy import Column, Connection, DefaultClause, Table, func, inspect, select, text
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.sql import expression
+from sqlalchemy.sql.elements import False_, True_
+from sqlalchemy.sql.functions import Function
 
 from .config import MIGRATIONS_DIR, migration_url
 from .db import (
@@ -37,11 +42,12 @@ from .db import (
     SQLITE_BEGIN,
     driver_connection,
     lock_timeout,
+    make_engine,
     milliseconds,
     seconds_from_env,
 )
-from .errors import DatabaseSetupError, lock_timed_out, name_database
-from .schema import VERSION_TABLE, lineage_comment
+from .errors import DatabaseSetupError, explained, in_memory, lock_timed_out, name_database
+from .schema import VERSION_TABLE, adoption_advice, lineage_comment
 
 # any number will do, as long as every process that migrates this database uses the same one
 POSTGRES_LOCK_KEY = 2_026_112_501
@@ -63,6 +69,121 @@ BLOCKERS = text(
     "SELECT pid, application_name, state, now() - xact_start AS open_for "
     "FROM pg_stat_activity WHERE pid = ANY (pg_blocking_pids(:pid)) ORDER BY pid"
 )
+
+# env.py's log: alembic.ini shows it with Alembic's own progress lines
+log = logging.getLogger("alembic.env")
+
+
+def database_url() -> URL:
+    """The URL Alembic migrates (migration_url()); a bad one fails in one line."""
+    with _command_error():
+        url = migration_url()
+        with explained(url):
+            url.get_dialect()  # an unknown database, which `--sql` would meet in a traceback
+        return url
+
+
+@contextmanager
+def connection_to_migrate(given: Any = None) -> Iterator[Connection]:
+    """The connection env.py migrates on: the one its caller passed (config.attributes),
+    a connection of the engine it passed (or of what connects like one: pytest-alembic's),
+    else a new one to database_url(), closed at the end.
+    """
+    if isinstance(given, Connection):
+        yield given
+        return
+    if given is not None:
+        with given.connect() as connection:
+            yield connection
+        return
+    url = database_url()
+    # a migrated in-memory database is gone as the command exits; `--sql` never connects
+    if message := in_memory(url):
+        raise CommandError(message)
+    # a failure to connect is told in one line, password masked; later errors keep
+    # their traceback, which is what a broken migration needs
+    with _command_error(), explained(url):
+        connection = make_engine(url).connect()
+    # which database this is, when DATABASE_URL_DIRECT and DATABASE_URL may name two
+    log.info("Database: %s", name_database(url))
+    with connection:
+        yield connection
+
+
+def run_migrations(connection: Connection) -> None:
+    """Run the migrations env.py configured on connection, whole or not at all.
+
+    In one transaction: ready the connection (migrating()), wait for other migrations, run
+    the revisions, record their lineage, check the foreign keys, commit; on PostgreSQL, again
+    while a lock wait ends it (retrying_lock_timeouts()). A drop that loses data is refused
+    (refuse_data_loss()). Every refusal is Alembic's one-line error (CommandError), and tables
+    made without the migrations get the advice to adopt them.
+    """
+    migration = context.get_context()
+    # upgrade, downgrade and stamp are given a destination and write the revision; current,
+    # check and history only read, and must not queue behind a writer for SQLite's write lock
+    writes = "destination_rev" in migration.opts
+    unstamped = False
+
+    def migrate_once() -> None:
+        nonlocal unstamped
+        with migrating(connection, write_lock=writes), context.begin_transaction():
+            wait_for_other_migrations(connection)
+            unstamped = not migration.get_current_heads()
+            context.run_migrations()
+            if writes:
+                record_lineage(connection, context.script, migration.get_current_heads())
+            check_foreign_keys(connection)
+
+    try:
+        with _command_error():
+            refuse_data_loss(migration, context.get_x_argument(as_dictionary=True))
+            retrying_lock_timeouts(connection, migrate_once)
+    except DBAPIError:
+        # tables made without the migrations (create_all): "table ... already exists"
+        if unstamped and (advice := adoption_advice(connection, context.script.get_bases())):
+            raise CommandError(advice) from None
+        raise
+
+
+def run_migrations_as_sql() -> None:
+    """Write the migrations env.py configured as SQL (`alembic upgrade --sql`), without
+    connecting; on PostgreSQL after what a run does first (start_sql()), so that SQL run by
+    hand is as bounded."""
+    with context.begin_transaction():
+        if context.get_context().dialect.name == "postgresql":
+            with _command_error():
+                for statement in start_sql():
+                    context.execute(statement)
+        context.run_migrations()
+
+
+def render_item(kind: str, item: Any, _context: AutogenContext) -> str | Literal[False]:
+    """Write server defaults such as func.now() and true() as SQLAlchemy calls, not as SQL.
+
+    Compiled for the database autogenerate ran on, true() is `1` on SQLite, which PostgreSQL
+    refuses for a boolean column; as calls, each database gets its own SQL for them.
+    """
+    if kind == "server_default" and isinstance(item, DefaultClause):
+        default = item.arg
+        if isinstance(default, (True_, False_)):
+            return f"sa.{'true' if isinstance(default, True_) else 'false'}()"
+        if (
+            isinstance(default, Function)
+            and not default.packagenames
+            and not default.clauses.clauses
+        ):
+            return f"sa.func.{default.name}()"
+    return False
+
+
+@contextmanager
+def _command_error() -> Iterator[None]:
+    # Alembic tells a CommandError in one line; anything else gets a traceback
+    try:
+        yield
+    except DatabaseSetupError as exc:
+        raise CommandError(str(exc)) from None
 
 
 @contextmanager

@@ -6,7 +6,9 @@ are read from the scripts' source directly; the tests check them against `alembi
 
 import ast
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import DBAPIError
@@ -20,21 +22,27 @@ VERSION_TABLE = "alembic_version"
 LINEAGE = "alembic lineage:"
 
 
-def revision_graph(versions: Path = VERSIONS_DIR) -> tuple[set[str], set[str]]:
-    """Every revision in the scripts, and the revisions that another one builds on."""
+class Scripts(NamedTuple):
+    """The revisions in the migration scripts, as their source says."""
+
+    revisions: set[str]
+    heads: set[str]  # that no other revision builds on
+    bases: set[str]  # that build on none: where the migrations begin
+
+
+def read_scripts(versions: Path = VERSIONS_DIR) -> Scripts:
+    """Every revision in the scripts, their heads and their bases, each script read once."""
     revisions: set[str] = set()
     parents: set[str] = set()
+    bases: set[str] = set()
     for script in versions.glob("*.py"):
         assigned = _module_constants(script)
-        revisions.update(_ids(assigned.get("revision")))
+        ids = _ids(assigned.get("revision"))
+        revisions.update(ids)
         parents.update(_ids(assigned.get("down_revision")))
-    return revisions, parents
-
-
-def migration_heads(versions: Path = VERSIONS_DIR) -> set[str]:
-    """Revisions that no other revision builds on."""
-    revisions, parents = revision_graph(versions)
-    return revisions - parents
+        if assigned.get("down_revision") is None:
+            bases.update(ids)
+    return Scripts(revisions, revisions - parents, bases)
 
 
 def database_revisions(connection: Connection) -> set[str]:
@@ -58,21 +66,21 @@ def check_at_head(connection: Connection, versions: Path | None = None) -> None:
     The message names the database it checked, and where `alembic` works if that may differ.
     """
     versions = versions or VERSIONS_DIR
-    revisions, parents = revision_graph(versions)
-    if not revisions:
+    scripts = read_scripts(versions)
+    if not scripts.revisions:
         raise DatabaseSetupError(
             f"no migration scripts in {versions}; install the project from its folder "
             "(uv sync, pip install -e .) or as a wheel built by uv build, which carries them"
         )
-    heads = revisions - parents
+    heads = scripts.heads
     current = database_revisions(connection)
     if current == heads:
         return
     url = connection.engine.url
     database = f"the database ({name_database(url)})"
     if not current:
-        problem = _no_revision(connection, versions, database)
-    elif unknown := current - revisions:
+        problem = _no_revision(connection, scripts.bases, database)
+    elif unknown := current - scripts.revisions:
         if heads <= migrated_from(connection, current):
             # a later release migrated it past ours, from our head (an expand revision, see
             # the skill's live-migrations.md): every table and column we use is still there
@@ -111,18 +119,18 @@ def migrated_from(connection: Connection, current: set[str]) -> set[str]:
     return set(match[2].split())
 
 
-def adoption_advice(connection: Connection, versions: Path | None = None) -> str | None:
-    """For a database with no revision stamped: the advice to adopt the tables it holds.
+def adoption_advice(connection: Connection, bases: Iterable[str]) -> str | None:
+    """For a database with no revision stamped: the advice to adopt the tables it holds, by
+    stamping the base revision (the one that creates them).
 
     None when it holds none (a new database, or what `alembic downgrade base` leaves).
     """
-    versions = versions or VERSIONS_DIR
     tables = [name for name in inspect(connection).get_table_names() if name != "alembic_version"]
     if not tables:
         return None
     # made without the migrations (the lesson's scripts call create_all): upgrading would try
     # to create tables that are there, and stamping a revision whose tables differ hides it
-    first = ", ".join(sorted(_first_revisions(versions)))
+    first = ", ".join(sorted(bases))
     return (
         f"the database ({name_database(connection.engine.url)}) has tables "
         f"({', '.join(sorted(tables))}) but no migration history; if they are what revision "
@@ -131,9 +139,9 @@ def adoption_advice(connection: Connection, versions: Path | None = None) -> str
     )
 
 
-def _no_revision(connection: Connection, versions: Path, database: str) -> str:
+def _no_revision(connection: Connection, bases: set[str], database: str) -> str:
     # an empty alembic_version is what `alembic downgrade base` leaves: no schema either
-    advice = adoption_advice(connection, versions)
+    advice = adoption_advice(connection, bases)
     return advice or f"{database} has no schema yet; run `alembic upgrade head`"
 
 
@@ -141,15 +149,6 @@ def _is_missing_table(exc: DBAPIError) -> bool:
     # psycopg gives PostgreSQL's SQLSTATE (42P01: undefined_table); sqlite3 only a message
     reason = exc.orig
     return getattr(reason, "sqlstate", None) == "42P01" or "no such table" in str(reason)
-
-
-def _first_revisions(versions: Path) -> set[str]:
-    return {
-        revision
-        for script in versions.glob("*.py")
-        if (assigned := _module_constants(script)).get("down_revision") is None
-        for revision in _ids(assigned.get("revision"))
-    }
 
 
 def _module_constants(script: Path) -> dict[str, object]:
