@@ -86,8 +86,7 @@ from decimal import Decimal
 from budget_tracker.db import open_database
 from budget_tracker.models import Budget, Marker, MarkerNote, Note
 
-sessions = open_database()
-with sessions.begin() as session:
+with open_database() as sessions, sessions.begin() as session:
     marker = Marker(name="groceries")
     session.add_all([
         Note(marker=marker, body="weekly, on Saturdays"),

@@ -346,8 +346,10 @@ from budget_tracker.config import parse_database_url
 from budget_tracker.db import open_database
 from budget_tracker.models import Marker
 
-sessions = open_database(parse_database_url(sys.argv[1]))
-with sessions.begin() as session:
+with (
+    open_database(parse_database_url(sys.argv[1])) as sessions,
+    sessions.begin() as session,
+):
     for number in range(20):  # psycopg prepares a statement from its 5th run unless told not to
         session.execute(insert(Marker), [{"name": f"n{number}"}])
         session.scalars(select(Marker.name).where(Marker.id > number)).all()

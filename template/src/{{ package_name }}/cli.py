@@ -4,39 +4,40 @@ one line and exit code 130.
 A console script runs `from <module> import <function>` before any of the program's code:
 were that module a program's own, the interpreter would spend most of a run importing
 SQLAlchemy, Alembic and the models with nothing to catch an interrupt. Each function here
-imports its program inside the try, and imports nothing itself but sys, which the
-interpreter has loaded already (importlib alone costs a few milliseconds of imports).
+imports its program (the module named after it) inside the try, and imports nothing itself
+but sys, which the interpreter has loaded already (importlib alone costs a few milliseconds
+of imports). The program's main() goes through program.run(), which tells the rest.
 """
 
 import sys
 
 
 def write_once(argv: list[str] | None = None) -> int:
-    return _run("write-once", "write_once", argv)
+    return _run("write-once", argv)
 
 
 def read_later(argv: list[str] | None = None) -> int:
-    return _run("read-later", "read_later", argv)
+    return _run("read-later", argv)
 
 
 def db_verify(argv: list[str] | None = None) -> int:
-    return _run("db-verify", "db_verify", argv)
+    return _run("db-verify", argv)
 
 
 def db_evidence(argv: list[str] | None = None) -> int:
-    return _run("db-evidence", "db_evidence", argv)
+    return _run("db-evidence", argv)
 
 
 def db_migrate(argv: list[str] | None = None) -> int:
-    return _run("db-migrate", "migrate", argv)
+    return _run("db-migrate", argv)
 
 
-def _run(program: str, module: str, argv: list[str] | None) -> int:
+def _run(program: str, argv: list[str] | None) -> int:
     try:
-        program_module = __import__(f"{__package__}.{module}", fromlist=["main"])
-        return int(program_module.main(argv))
+        module = __import__(f"{__package__}.{program.replace('-', '_')}", fromlist=["main"])
+        return int(module.main(argv))
     except KeyboardInterrupt:
-        # the programs say more (what was written) for an interrupt inside their work; this
+        # program.run() says more (what was written) for an interrupt inside the work; this
         # is one before or after it, where nothing was begun or everything was finished
         print(f"{program}: interrupted", file=sys.stderr)
         return 130

@@ -121,8 +121,11 @@ def postgresql_connect_args(url: URL) -> dict[str, Any]:
     return args
 
 
-def open_database(url: URL | None = None, pre_ping: bool = True) -> sessionmaker[Session]:
-    """Sessions on a database the migrations have brought to head, or DatabaseSetupError.
+@contextmanager
+def open_database(url: URL | None = None, pre_ping: bool = True) -> Iterator[sessionmaker[Session]]:
+    """Sessions on a database the migrations have brought to head, or DatabaseSetupError;
+    `with open_database() as sessions:`. A database error inside the block is told in one
+    line too (explained()), and the engine's connections are closed when it ends.
 
     pre_ping: see make_engine; the programs, which exit within the second, pass False.
     """
@@ -130,13 +133,16 @@ def open_database(url: URL | None = None, pre_ping: bool = True) -> sessionmaker
     with explained(url):
         engine = make_engine(url, pre_ping)
         existing_sqlite_file(url)
-        with engine.connect() as connection:
-            if connection.dialect.name == "postgresql":
-                # the check is one statement: BEGIN and ROLLBACK around it would be two more
-                # round trips (SQLite keeps its own BEGIN, which _begin_sqlite sends)
-                connection.execution_options(isolation_level="AUTOCOMMIT")
-            check_at_head(connection)
-    return sessionmaker(engine)
+        try:  # (nothing to close before the first connection)
+            with engine.connect() as connection:
+                if connection.dialect.name == "postgresql":
+                    # the check is one statement: BEGIN and ROLLBACK around it would be two
+                    # more round trips (SQLite keeps its own BEGIN, which _begin_sqlite sends)
+                    connection.execution_options(isolation_level="AUTOCOMMIT")
+                check_at_head(connection)
+            yield sessionmaker(engine)
+        finally:
+            engine.dispose()
 
 
 def driver_connection(connection: Connection) -> Any:

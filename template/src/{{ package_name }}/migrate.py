@@ -1,8 +1,6 @@
-"""db-migrate, and migrations that finish whole or not at all, one process at a time.
+"""Migrations that finish whole or not at all, one process at a time.
 
-`db-migrate` is `alembic upgrade head` for wherever the project is installed: it needs no
-alembic.ini and no project folder, and finds the migration scripts in the package of an
-installed wheel. migrations/env.py runs every Alembic command through the functions below:
+migrations/env.py runs every Alembic command, db-migrate's too, through the functions below:
 connection_to_migrate() and run_migrations(), or run_migrations_as_sql() for `--sql`.
 SQLite needs the most care: it changes a table by copying it, dropping the original and
 renaming the copy (Alembic's batch mode). With foreign keys enforced, dropping the original
@@ -21,7 +19,7 @@ from contextlib import contextmanager
 from inspect import currentframe
 from typing import Any, Literal, TextIO
 
-from alembic import command, context
+from alembic import context
 from alembic.autogenerate.api import AutogenContext
 from alembic.config import Config
 from alembic.operations.batch import ApplyBatchImpl
@@ -417,34 +415,6 @@ def alembic_config(output_buffer: TextIO | None = None) -> Config:
     config = Config(output_buffer=output_buffer)
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     return config
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="db-migrate",
-        description="Bring the database (DATABASE_URL_DIRECT, else DATABASE_URL) to the "
-        "migrations' head, as `alembic upgrade head` does, from wherever the project is installed.",
-    )
-    parser.add_argument(
-        "--allow-data-loss",
-        action="store_true",
-        help="let a migration drop a table that holds rows or a column that holds values "
-        "(as alembic -x allow_data_loss=true)",
-    )
-    args = parser.parse_args(argv)
-    config = alembic_config()
-    if args.allow_data_loss:
-        allow_data_loss(config)
-    try:
-        heads = ScriptDirectory.from_config(config).get_heads()
-        command.upgrade(config, "head")
-    except CommandError as exc:  # env.py's one-line errors: the URL, the connection, the keys
-        parser.exit(1, f"db-migrate: error: {exc}\n")
-    except DBAPIError as exc:
-        reason = " ".join(str(exc.orig).split())
-        parser.exit(1, f"db-migrate: error: the migration failed and was rolled back: {reason}\n")
-    print(f"Database at head: {', '.join(sorted(heads))} ({name_database(migration_url())})")
-    return 0
 
 
 # `alembic -x allow_data_loss=true ...`; db-migrate --allow-data-loss passes the same
