@@ -2,6 +2,8 @@
 
 import math
 import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,7 +41,11 @@ def make_engine(url: URL, pre_ping: bool = True) -> Engine:
     seconds = lock_timeout()
     if url.get_backend_name() == "sqlite":
         engine = create_engine(url, connect_args={"timeout": seconds})
-        event.listen(engine, "connect", _configure_sqlite)
+
+        def configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+            _configure_sqlite(dbapi_connection, seconds)
+
+        event.listen(engine, "connect", configure_sqlite)
         event.listen(engine, "begin", _begin_sqlite)
         return engine
     engine = create_engine(
@@ -186,15 +192,31 @@ def existing_sqlite_file(url: URL) -> Path | None:
     return path
 
 
-def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+def _configure_sqlite(dbapi_connection: Any, busy_timeout: float) -> None:
     # the sqlite3 module would begin transactions itself, late and never before DDL, which
     # leaves a schema change half-applied when it fails; _begin_sqlite begins them instead
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     # WAL lets readers work while a writer commits; it persists in the file once set
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _use_wal(cursor, busy_timeout)
     cursor.close()
+
+
+def _use_wal(cursor: Any, busy_timeout: float) -> None:
+    # Switching a file to WAL takes it whole. Connections that try at once (replicas starting
+    # together on a new file) each hold the shared lock the others wait on, so SQLite answers
+    # all but one "database is locked" at once rather than after the busy timeout; the one
+    # switches the file, and the others, trying again, find it switched.
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _begin_sqlite(connection: Connection) -> None:
