@@ -153,12 +153,18 @@ def add_notes_to_marker(marker: Path) -> None:
     """Marker.notes, the reverse of Note.marker, with the import mypy needs only for types."""
     text = marker.read_text()
     for old, new in [
-        ("from collections.abc import Sequence\n", "from collections.abc import Sequence\n"
-         "from typing import TYPE_CHECKING\n"),
-        ("from sqlalchemy.orm import Mapped, mapped_column\n",
-         "from sqlalchemy.orm import Mapped, mapped_column, relationship\n"),
-        ("from .base import Base\n",
-         "from .base import Base\n\nif TYPE_CHECKING:\n    from .note import Note\n"),
+        (
+            "from collections.abc import Sequence\n",
+            "from collections.abc import Sequence\nfrom typing import TYPE_CHECKING\n",
+        ),
+        (
+            "from sqlalchemy.orm import Mapped, mapped_column\n",
+            "from sqlalchemy.orm import Mapped, mapped_column, relationship\n",
+        ),
+        (
+            "from .base import Base\n",
+            "from .base import Base\n\nif TYPE_CHECKING:\n    from .note import Note\n",
+        ),
         (
             "    name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH))\n",
             "    name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH))\n"

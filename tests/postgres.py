@@ -73,7 +73,9 @@ class PostgresServer:
         return self.url(name)
 
     def stop(self) -> None:
-        self._as_server_user([self.bin_dir / "pg_ctl", "-D", self.data_dir, "-m", "immediate", "stop"])
+        self._as_server_user(
+            [self.bin_dir / "pg_ctl", "-D", self.data_dir, "-m", "immediate", "stop"]
+        )
         shutil.rmtree(self.base, ignore_errors=True)
 
     def _as_server_user(self, command: list[object]) -> None:

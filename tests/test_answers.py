@@ -34,7 +34,9 @@ def test_the_skill_goes_where_skills_dir_says(tmp_path: Path) -> None:
 
 
 def test_an_author_email_alone_reaches_pyproject(tmp_path: Path) -> None:
-    pyproject = (render(tmp_path / "p", author_email="ada@example.com") / "pyproject.toml").read_text()
+    pyproject = (
+        render(tmp_path / "p", author_email="ada@example.com") / "pyproject.toml"
+    ).read_text()
     assert 'authors = [{ email = "ada@example.com" }]' in pyproject
 
 
@@ -47,7 +49,9 @@ def test_optional_author_fields_reach_pyproject(tmp_path: Path) -> None:
 def test_sqlite_is_the_default_database_and_needs_no_driver(tmp_path: Path) -> None:
     project = render(tmp_path / "p")
     assert answers_of(project)["database"] == "sqlite"
-    dependencies = (project / "pyproject.toml").read_text().split("[project.optional-dependencies]")[0]
+    dependencies = (
+        (project / "pyproject.toml").read_text().split("[project.optional-dependencies]")[0]
+    )
     assert "psycopg" not in dependencies
 
 

@@ -47,8 +47,8 @@ def test_an_installed_wheel_migrates_and_proves_from_an_empty_folder(
     empty.mkdir()
     ok(run(UV, "venv", "--quiet", venv, cwd=tmp_path))
     extra = [f"{wheel}[postgres]"] if backend == "postgresql" else [str(wheel)]
-    ok(run(UV, "pip", "install", "--quiet", "--python", venv / "bin" / "python", *extra, cwd=tmp_path))
     bin_dir = venv / "bin"
+    ok(run(UV, "pip", "install", "--quiet", "--python", bin_dir / "python", *extra, cwd=tmp_path))
 
     assert "DATABASE_URL is not set" in no_project_folder(bin_dir / "db-migrate", {}, empty)
     assert "relative SQLite path" in no_project_folder(

@@ -83,18 +83,23 @@ def test_no_template_leftovers_in_a_rendered_project(fresh_render: Path) -> None
         # workout_hello_world_log sorts after tests: the import blocks still pass ruff
         {"project_name": "Workout Hello-World Log", "python_version": "3.11"},
         {"project_name": "ACME Orders", "project_slug": "acme-orders-db", "package_name": "acme",
-         "skills_dir": "agent/skills", "author_name": "Ada Lovelace", "author_email": "ada@example.com"},
+         "skills_dir": "agent/skills", "author_name": "Ada Lovelace",
+         "author_email": "ada@example.com"},
     ],
     ids=["spaces", "hyphens-capitals-sorting-after-tests", "own-slug-package-skills-dir-author"],
 )  # fmt: skip
-def test_every_answer_set_renders_a_working_clean_project(tmp_path: Path, answers: dict[str, str]) -> None:
+def test_every_answer_set_renders_a_working_clean_project(
+    tmp_path: Path, answers: dict[str, str]
+) -> None:
     project = render(tmp_path / "project", **answers)
     install(project)
     prove(project)
     # the release bundle names the distribution, whatever the package is called
     ok(run_program(project, "db-evidence", "--output", tmp_path / "evidence"))
     bundle = json.loads((tmp_path / "evidence" / "evidence.json").read_text())
-    slug = answers.get("project_slug") or re.sub(r"[^a-z0-9]+", "-", answers["project_name"].lower())
+    slug = answers.get("project_slug") or re.sub(
+        r"[^a-z0-9]+", "-", answers["project_name"].lower()
+    )
     assert bundle["project"]["name"] == slug
     ok(run_program(project, "ruff", "check", "--no-cache", "."))
     ok(run_program(project, "ruff", "format", "--check", "--no-cache", "."))
@@ -103,7 +108,9 @@ def test_every_answer_set_renders_a_working_clean_project(tmp_path: Path, answer
     assert (skill / "SKILL.md").is_file()
 
 
-def test_the_lesson_scripts_read_and_write_the_same_database(default_project: Path, tmp_path: Path) -> None:
+def test_the_lesson_scripts_read_and_write_the_same_database(
+    default_project: Path, tmp_path: Path
+) -> None:
     database = tmp_path / "lesson.db"
     env = {"DATABASE_URL": f"sqlite:///{database}"}
     scripts = tmp_path / "lesson"
@@ -112,7 +119,9 @@ def test_the_lesson_scripts_read_and_write_the_same_database(default_project: Pa
         source = (LESSON / name).read_text()
         assert 'create_engine("sqlite:///quick_persist.db")' in source
         # nothing changed but the URL string
-        (scripts / name).write_text(source.replace("sqlite:///quick_persist.db", f"sqlite:///{database}"))
+        (scripts / name).write_text(
+            source.replace("sqlite:///quick_persist.db", f"sqlite:///{database}")
+        )
 
     ok(run_program(default_project, "alembic", "upgrade", "head", env=env))
     ok(run_program(default_project, "write-once", env=env))
@@ -127,7 +136,14 @@ def test_the_lesson_scripts_read_and_write_the_same_database(default_project: Pa
 
 # the public skill-creator validator's rules (anthropics/skills, quick_validate.py), carried
 # here because it is a script, not a package
-SKILL_CREATOR_KEYS = {"name", "description", "license", "allowed-tools", "metadata", "compatibility"}
+SKILL_CREATOR_KEYS = {
+    "name",
+    "description",
+    "license",
+    "allowed-tools",
+    "metadata",
+    "compatibility",
+}
 
 
 def skill_creator_problems(skill: Path) -> list[str]:
@@ -140,7 +156,11 @@ def skill_creator_problems(skill: Path) -> list[str]:
         return ["frontmatter is not a mapping"]
     problems = [f"unexpected key {key}" for key in sorted(set(frontmatter) - SKILL_CREATOR_KEYS)]
     name, description = frontmatter.get("name"), frontmatter.get("description")
-    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", name) or len(name) > 64:
+    if (
+        not isinstance(name, str)
+        or not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", name)
+        or len(name) > 64
+    ):
         problems.append(f"name {name!r} is not kebab-case of at most 64 characters")
     if not isinstance(description, str) or not description.strip():
         problems.append("no description")
@@ -190,7 +210,9 @@ class TestSkill:
     def test_the_body_is_at_most_500_words(self, skill: Path) -> None:
         assert len(skill_body(skill).split()) <= 500
 
-    def test_frontmatter_names_the_folder_and_says_when_to_use_it_and_not(self, skill: Path) -> None:
+    def test_frontmatter_names_the_folder_and_says_when_to_use_it_and_not(
+        self, skill: Path
+    ) -> None:
         frontmatter = (skill / "SKILL.md").read_text().split("---")[1]
         assert re.search(r"^name: database-deployment$", frontmatter, re.MULTILINE)
         assert "Use when" in frontmatter and "Not for" in frontmatter
@@ -208,9 +230,14 @@ class TestSkill:
         assert re.findall(r"^\| (\d) ", table, re.MULTILINE) == [str(n) for n in range(1, 9)]
 
     def test_every_file_it_points_at_exists(self, skill: Path, default_project: Path) -> None:
-        for name in ["SKILL.md", *(f"references/{p.name}" for p in (skill / "references").iterdir())]:
+        for name in [
+            "SKILL.md",
+            *(f"references/{p.name}" for p in (skill / "references").iterdir()),
+        ]:
             text = (skill / name).read_text()
-            for path in re.findall(r"`((?:src|migrations|tests|references|examples)/[\w./-]*)`", text):
+            for path in re.findall(
+                r"`((?:src|migrations|tests|references|examples)/[\w./-]*)`", text
+            ):
                 base = skill if path.startswith(("references", "examples")) else default_project
                 assert (base / path).exists(), f"{name}: {path}"
 
@@ -245,15 +272,24 @@ PLANTED_IN_SKILL = {
     ),
     # a recipe never replaces the user's files, nor what they hold
     "references/relationships.md": (
-        "<!-- file: src/budget_tracker/models/__init__.py -->\n```python\nfrom .base import Base\n```\n",
-        ("{block}: the project has src/budget_tracker/models/__init__.py already, and this "
-         "recipe would replace it"),
+        (
+            "<!-- file: src/budget_tracker/models/__init__.py -->\n"
+            "```python\nfrom .base import Base\n```\n"
+        ),
+        (
+            "{block}: the project has src/budget_tracker/models/__init__.py already, and this "
+            "recipe would replace it"
+        ),
     ),
     "references/new-model.md": (
-        ("<!-- add to: src/budget_tracker/models/marker.py -->\n"
-         "```python\nclass Marker(Base):\n    name: Mapped[str]\n```\n"),
-        ("{block}: Marker.name is in src/budget_tracker/models/marker.py already, and this "
-         "recipe would replace it"),
+        (
+            "<!-- add to: src/budget_tracker/models/marker.py -->\n"
+            "```python\nclass Marker(Base):\n    name: Mapped[str]\n```\n"
+        ),
+        (
+            "{block}: Marker.name is in src/budget_tracker/models/marker.py already, and this "
+            "recipe would replace it"
+        ),
     ),
 }
 
@@ -320,11 +356,21 @@ def test_the_skills_recipes_keep_the_users_own_models(tmp_path: Path) -> None:
     )
     edit(
         models / "marker.py",
-        ("from collections.abc import Sequence\n", "from collections.abc import Sequence\nfrom typing import TYPE_CHECKING\n"),
+        (
+            "from collections.abc import Sequence\n",
+            "from collections.abc import Sequence\nfrom typing import TYPE_CHECKING\n",
+        ),
         ("mapped_column\n", "mapped_column, relationship\n"),
-        ("from .base import Base\n", "from .base import Base\n\nif TYPE_CHECKING:\n    from .note import Note\n"),
-        ("    def __repr__", '    notes: Mapped[list["Note"]] = relationship(back_populates="marker")\n\n    def __repr__'),
-    )  # fmt: skip
+        (
+            "from .base import Base\n",
+            "from .base import Base\n\nif TYPE_CHECKING:\n    from .note import Note\n",
+        ),
+        (
+            "    def __repr__",
+            '    notes: Mapped[list["Note"]] = relationship(back_populates="marker")\n\n'
+            "    def __repr__",
+        ),
+    )
     env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}"}
     ok(run_program(project, "alembic", "upgrade", "head", env=env))
     ok(run_program(project, "alembic", "revision", "--autogenerate", "-m", "add notes", env=env))
@@ -344,7 +390,9 @@ def test_a_fresh_render_holds_no_credentials(fresh_render: Path) -> None:
             if password not in PLACEHOLDER_PASSWORDS:
                 found.append(f"{path}: {user}:{password}")
     assert found == []
-    assert not re.search(r"^\s*sqlalchemy\.url\s*=", (fresh_render / "alembic.ini").read_text(), re.M)
+    assert not re.search(
+        r"^\s*sqlalchemy\.url\s*=", (fresh_render / "alembic.ini").read_text(), re.M
+    )
     assert not (fresh_render / ".env").exists()
 
 

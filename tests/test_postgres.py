@@ -263,7 +263,10 @@ def test_the_generated_tests_refuse_a_database_with_tables_however_its_url_is_wr
         "localhost": (url.replace("@127.0.0.1:", "@localhost:"), {}),
         "default port": (url.replace(port, "/"), {"PGPORT": str(postgres.port)}),
         "another port": (url.replace(port, f":{forwarded_port}/"), {}),
-        "socket": (f"{url.split('@')[0]}@/{precious}?host={postgres.base}&port={postgres.port}", {}),
+        "socket": (
+            f"{url.split('@')[0]}@/{precious}?host={postgres.base}&port={postgres.port}",
+            {},
+        ),
         "postgres scheme": (url.replace("postgresql://", "postgres://"), {}),
     }
 

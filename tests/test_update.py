@@ -28,6 +28,8 @@ RELEASED_REVISIONS = {"0001_create_markers.py"}
 SHIPPED_CHECK = "tests/test_no_conflict_markers.py"
 SKILL = Path(".claude/skills/database-deployment")
 SKILL_TEMPLATE = Path("template/{{ skills_dir }}/database-deployment")
+
+
 @pytest.fixture(autouse=True)
 def isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Git as on a fresh machine, for these tests and for copier: no hooks, signing or aliases."""
@@ -258,9 +260,7 @@ def test_an_update_merges_a_release_with_the_users_work_and_the_ci_job_passes(
     ok(run_program(project, "alembic", "upgrade", "head"))
     assert ok(run_program(project, "alembic", "heads")).count("(head)") == 1
     assert ok(run_program(project, "write-once")) == "Wrote marker\n"
-    assert ok(run_program(project, "read-later")) == (
-        "['rent', 'groceries', 'persistent-check']\n"
-    )
+    assert ok(run_program(project, "read-later")) == "['rent', 'groceries', 'persistent-check']\n"
 
     # pushed, it passes its SQLite CI job, step by step: uv.lock, the project's whole suite
     # (the user's test among it), migrations against the models, lint, format and types
@@ -398,7 +398,9 @@ def test_a_project_from_the_first_commit_updates_to_the_working_tree(tmp_path: P
     skip_if_exists = yaml.safe_load((ROOT / "copier.yml").read_text())["_skip_if_exists"]
     users = {name.replace("{{ package_name }}", "budget_tracker") for name in skip_if_exists}
     differ = {
-        name for name in committable(fresh) if (project / name).read_bytes() != (fresh / name).read_bytes()
+        name
+        for name in committable(fresh)
+        if (project / name).read_bytes() != (fresh / name).read_bytes()
     }
     assert differ - users == set()
     # the user's models/__init__.py from the first commit still imports: alembic reads it below

@@ -28,7 +28,9 @@ import jsonschema
 from budget_tracker.bundle import SCHEMA_PATH
 
 schema = json.loads(SCHEMA_PATH.read_text())
-jsonschema.validate(json.loads(open(sys.argv[1]).read()), schema, cls=jsonschema.Draft202012Validator)
+jsonschema.validate(
+    json.loads(open(sys.argv[1]).read()), schema, cls=jsonschema.Draft202012Validator
+)
 print("valid")
 """
 
@@ -67,7 +69,8 @@ def make_bundle(project: Path, output: Path, env: dict[str, str]) -> dict[str, o
 def test_evidence_bundles_are_git_ignored(tmp_path: Path) -> None:
     project = render(tmp_path / "p")
     ok(run("git", "init", "-q", cwd=project))
-    assert run("git", "check-ignore", "-q", "evidence/20261125T120000Z/evidence.json", cwd=project).returncode == 0
+    bundle = "evidence/20261125T120000Z/evidence.json"
+    assert run("git", "check-ignore", "-q", bundle, cwd=project).returncode == 0
 
 
 def test_write_once_then_db_verify_passes_and_db_evidence_writes_a_valid_bundle(

@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from tests.helpers import install, render
+
 from .postgres import postgres_section
 from .runner import (
     LESSON_READ,
@@ -25,7 +27,6 @@ from .runner import (
     step,
 )
 from .sqlite import big_figures, copier_with_bytecode, proof_figure, small_figures, suite_figure
-from tests.helpers import install, render
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.helpers import install, project_env
+from tests.postgres import PASSWORD, ROLE, PostgresServer, start_postgres
+
 from .runner import (
     LESSON_READ,
     LESSON_WRITE,
@@ -28,8 +31,6 @@ from .runner import (
     step,
     timed,
 )
-from tests.helpers import install, project_env
-from tests.postgres import PASSWORD, ROLE, PostgresServer, start_postgres
 
 
 def postgres_section(

@@ -7,6 +7,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from tests.helpers import DEFAULT_ANSWERS, UV, project_env
+
 from .runner import (
     LESSON_WRITE,
     SCRIPTS,
@@ -28,7 +30,6 @@ from .runner import (
     timed,
 )
 from .verification import big_verify_figures, small_verify_figure
-from tests.helpers import DEFAULT_ANSWERS, UV, project_env
 
 
 def small_figures(project: Path, bin_dir: Path, lesson: Path, runs: int) -> list[Figure]:
