@@ -26,7 +26,9 @@ SECRETS = [PASSWORD, quote(PASSWORD, safe=""), quote(PASSWORD), "s3cr", "w0rd"]
 Started = TypeVar("Started")
 
 
-def render(dst: Path, template: Path = ROOT, vcs_ref: str | None = "HEAD", **answers: Any) -> Path:
+def render(
+    dst: Path, template: Path | str = ROOT, vcs_ref: str | None = "HEAD", **answers: Any
+) -> Path:
     """Render template (the working tree, uncommitted files included) into dst."""
     run_copy(
         str(template),

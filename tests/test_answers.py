@@ -1,6 +1,7 @@
 """Answers to `copier copy`: derived names, and bad answers refused before anything is written."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -8,8 +9,9 @@ import yaml
 from tests.helpers import render
 
 
-def answers_of(project: Path) -> dict[str, str]:
-    return yaml.safe_load((project / ".copier-answers.yml").read_text())
+def answers_of(project: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    return loaded
 
 
 def test_names_are_derived_from_the_project_name(tmp_path: Path) -> None:

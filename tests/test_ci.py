@@ -217,7 +217,7 @@ def service_urls(job: dict[str, Any], databases: dict[str, str]) -> Callable[[st
     """map_env for run_steps: each of the job's URLs, which name one of its service containers
     (its user, localhost, its published port, its database), to that service's stand-in on
     the test server (databases: service name -> URL)."""
-    services = {}
+    services: dict[tuple[str | None, str | None, int | None, str], str] = {}
     for name, service in job["services"].items():
         (published,) = [int(port.split(":")[0]) for port in service["ports"]]
         env = service["env"]
@@ -478,7 +478,7 @@ postgresql://ci@localhost:5432/ci
 """
 
 
-def pre_commit(project: Path, home: Path, *args: str) -> "subprocess.CompletedProcess[str]":
+def pre_commit(project: Path, home: Path, *args: str | Path) -> "subprocess.CompletedProcess[str]":
     env = {"PRE_COMMIT_HOME": str(home), "PATH": path_with_uv(project)}
     return run_program(project, "pre-commit", *args, env=env)
 

@@ -10,6 +10,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -157,8 +158,8 @@ def revisions(project: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in project.glob("migrations/versions/*.py")}
 
 
-def answers(project: Path) -> dict[str, str]:
-    loaded: dict[str, str] = yaml.safe_load((project / ".copier-answers.yml").read_text())
+def answers(project: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((project / ".copier-answers.yml").read_text())
     return loaded
 
 

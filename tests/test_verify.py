@@ -7,6 +7,7 @@ an evidence bundle may show it, in any form.
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,13 +57,13 @@ def bundle_text(bundle: Path) -> str:
     return "".join(path.read_text() for path in sorted(bundle.iterdir()))
 
 
-def make_bundle(project: Path, output: Path, env: dict[str, str]) -> dict[str, object]:
+def make_bundle(project: Path, output: Path, env: dict[str, str]) -> dict[str, Any]:
     written = run_program(project, "db-evidence", "--output", str(output), env=env)
     assert ok(written) == f"{output}\n"
     assert_shows_no_password(written, bundle_text(output))
     validated = run_program(project, "python", "-c", VALIDATE, output / "evidence.json")
     assert ok(validated) == "valid\n"
-    bundle: dict[str, object] = json.loads((output / "evidence.json").read_text())
+    bundle: dict[str, Any] = json.loads((output / "evidence.json").read_text())
     return bundle
 
 
@@ -164,8 +165,8 @@ def test_the_schema_hash_is_stable_and_a_real_migration_changes_it(
         after = make_bundle(project, tmp_path / f"{backend}-3", env)
         hashes[backend].append(after["schema_hash"])
 
-    for backend, (first, second, after) in hashes.items():
-        assert first == second != after, backend
+    for backend, (written, more_rows, migrated) in hashes.items():
+        assert written == more_rows != migrated, backend
     assert hashes["sqlite"][0] != hashes["postgresql"][0]
 
 

@@ -23,8 +23,9 @@ NEON = WORKFLOWS / "neon-preview.yml"  # neon_previews=true only
 TESTS = re.compile(r"^uv run (pytest|db-evidence --run-tests)\b", re.MULTILINE)
 
 
-def workflow(project: Path, path: Path = WORKFLOW) -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load((project / path).read_text())
+def workflow(project: Path, path: Path = WORKFLOW) -> dict[Any, Any]:
+    # Any keys: PyYAML reads the key `on` as True
+    loaded: dict[Any, Any] = yaml.safe_load((project / path).read_text())
     return loaded
 
 

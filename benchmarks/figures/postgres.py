@@ -313,5 +313,5 @@ def statement_counts(server: PostgresServer, project: Path, bin_dir: Path) -> st
 
 
 def psycopg_version(bin_dir: Path) -> str:
-    version = [bin_dir / "python", SCRIPTS / "package_version.py", "psycopg"]
+    version: Command = [bin_dir / "python", SCRIPTS / "package_version.py", "psycopg"]
     return check(version, cwd=bin_dir).strip()
