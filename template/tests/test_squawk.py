@@ -24,6 +24,12 @@ def revision(upgrade: str, *, extra: str = "") -> str:
     )
 
 
+def planted(findings: list[str]) -> list[str]:
+    """The findings on the revision migrations_plus() put on top: the project's own
+    revisions, the user's included, are test_every_revision_passes_squawk's to report."""
+    return [finding for finding in findings if finding.startswith("next_revision.py.sql:")]
+
+
 # what a live table cannot take, each with the squawk rule that names it
 UNSAFE = {
     # a plain CREATE INDEX blocks every write to markers until the index is built
@@ -70,8 +76,8 @@ def test_an_unsafe_revision_fails_naming_the_rule_and_the_revision(
     rule: str, tmp_path: Path
 ) -> None:
     migrations = migrations_plus(tmp_path, UNSAFE[rule])
-    # the new revision's finding, and no other: the shipped revisions stay clean
-    (finding,) = lint(migrations)
+    # the new revision's one finding
+    (finding,) = planted(lint(migrations))
     where, named, _message = finding.split(": ", 2)
     assert named == rule
     # the line where `alembic upgrade --sql` writes the statement, counted from 1
@@ -84,7 +90,7 @@ def test_an_unsafe_revision_fails_naming_the_rule_and_the_revision(
 
 @pytest.mark.parametrize("change", sorted(SAFE))
 def test_the_safe_way_to_write_it_passes(change: str, tmp_path: Path) -> None:
-    assert lint(migrations_plus(tmp_path, SAFE[change])) == []
+    assert planted(lint(migrations_plus(tmp_path, SAFE[change]))) == []
 
 
 def test_a_revision_may_break_a_rule_on_purpose_saying_why(tmp_path: Path) -> None:
@@ -92,7 +98,7 @@ def test_a_revision_may_break_a_rule_on_purpose_saying_why(tmp_path: Path) -> No
         'op.create_index("ix_markers_name", "markers", ["name"])',
         extra='squawk_ignore = {"require-concurrent-index-creation": "markers is tiny"}',
     )
-    assert lint(migrations_plus(tmp_path, ignoring)) == []
+    assert planted(lint(migrations_plus(tmp_path, ignoring))) == []
 
 
 def test_the_sql_sets_the_migrations_timeouts_as_a_run_does(
