@@ -151,6 +151,14 @@ def sqlite_problem(path: Path, reason: str) -> str:
     """What sqlite3's reason for failing on the file at path means, in one line."""
     if "file is not a database" in reason:
         return f"{path} is not a SQLite database; check DATABASE_URL"
+    if "database is locked" in reason:
+        # the busy timeout (db.py) ran out, or SQLite did not wait: docs/decisions/0004
+        return (
+            f"SQLite database {path} is locked: another connection holds its write lock (a "
+            "write or a migration in progress, a transaction left open) and the wait for it "
+            "ran out (DATABASE_LOCK_TIMEOUT seconds, default 30; none for a transaction that "
+            "read before it wrote); nothing changed; run this again once it has finished"
+        )
     if "readonly database" in reason:
         if not os.access(path.parent, os.W_OK):
             # WAL mode: every connection, a reader's too, shares an index in path-shm beside it

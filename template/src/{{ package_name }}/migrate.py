@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from inspect import currentframe
+from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from alembic import context
@@ -44,7 +45,15 @@ from .db import (
     milliseconds,
     seconds_from_env,
 )
-from .errors import DatabaseSetupError, explained, in_memory, lock_timed_out, name_database
+from .errors import (
+    DatabaseSetupError,
+    explained,
+    first_line,
+    in_memory,
+    lock_timed_out,
+    name_database,
+    sqlite_problem,
+)
 from .schema import VERSION_TABLE, adoption_advice, lineage_comment
 
 # any number will do, as long as every process that migrates this database uses the same one
@@ -137,7 +146,11 @@ def run_migrations(connection: Connection) -> None:
         with _command_error():
             refuse_data_loss(migration, context.get_x_argument(as_dictionary=True))
             retrying_lock_timeouts(connection, migrate_once)
-    except DBAPIError:
+    except DBAPIError as exc:
+        if connection.dialect.name == "sqlite" and "database is locked" in first_line(exc):
+            # no broken migration, whose traceback would help: another connection writing
+            path = Path(connection.engine.url.database or "")
+            raise CommandError(sqlite_problem(path, first_line(exc))) from None
         # tables made without the migrations (create_all): "table ... already exists"
         if unstamped and (advice := adoption_advice(connection, context.script.get_bases())):
             raise CommandError(advice) from None
