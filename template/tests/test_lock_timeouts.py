@@ -231,22 +231,18 @@ def test_a_program_behind_a_held_lock_gives_up_in_one_line_and_writes_nothing(
     assert count_markers(engine) == 1 and not bundle.exists()
 
 
-def test_sqlite_writers_wait_as_long_as_the_same_setting_says(
-    migrated: URL, run: Run, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    if migrated.get_backend_name() != "sqlite":
+@contextmanager
+def sqlite_write_lock_held(url: URL, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Another connection holding url's write lock, and PROGRAM_LOCK_TIMEOUT to wait for it."""
+    if url.get_backend_name() != "sqlite":
         pytest.skip("SQLite only: the PostgreSQL cases are above")
     monkeypatch.setenv("DATABASE_LOCK_TIMEOUT", str(PROGRAM_LOCK_TIMEOUT))
-    holder = sqlite3.connect(str(migrated.database), isolation_level=None)
+    holder = sqlite3.connect(str(url.database), isolation_level=None)
     try:
-        holder.execute("BEGIN IMMEDIATE")  # the write lock, held
-        started = time.monotonic()
-        result = run("write-once", "late")
-        assert time.monotonic() - started < PROGRAM_LOCK_TIMEOUT + MARGIN
+        holder.execute("BEGIN IMMEDIATE")
+        yield
     finally:
         holder.close()
-    assert (result.returncode, result.stdout) == (1, "")
-    assert result.stderr == f"write-once: error: {sqlite_locked(migrated)}\n"
 
 
 def sqlite_locked(url: URL) -> str:
@@ -258,19 +254,24 @@ def sqlite_locked(url: URL) -> str:
     )
 
 
+def test_sqlite_writers_wait_as_long_as_the_same_setting_says(
+    migrated: URL, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with sqlite_write_lock_held(migrated, monkeypatch):
+        started = time.monotonic()
+        result = run("write-once", "late")
+        assert time.monotonic() - started < PROGRAM_LOCK_TIMEOUT + MARGIN
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"write-once: error: {sqlite_locked(migrated)}\n"
+
+
 def test_sqlite_migrations_behind_a_writer_give_up_in_one_line(
     migrated: URL, run: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if migrated.get_backend_name() != "sqlite":
-        pytest.skip("SQLite only: PostgreSQL's migrations retry and name the session (above)")
-    monkeypatch.setenv("DATABASE_LOCK_TIMEOUT", str(PROGRAM_LOCK_TIMEOUT))
-    holder = sqlite3.connect(str(migrated.database), isolation_level=None)
-    try:
-        holder.execute("BEGIN IMMEDIATE")  # the write lock, held
+    # (PostgreSQL's migrations retry, then name the session: above)
+    with sqlite_write_lock_held(migrated, monkeypatch):
         migrate = run("db-migrate")
         downgrade = run("alembic", "downgrade", "base")
-    finally:
-        holder.close()
     assert (migrate.returncode, migrate.stdout) == (1, "")
     assert migrate.stderr == f"db-migrate: error: {sqlite_locked(migrated)}\n"
     # Alembic's own one line: FAILED on stdout, and the same logged on stderr
