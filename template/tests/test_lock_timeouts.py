@@ -176,29 +176,41 @@ def upgrade() -> None:
 """
 
 
-@pytest.mark.parametrize("own_timeout", [False, True])
+# what a revision does before its slow statement, and whether the migrations' timeout ends it
+BEFORE_THE_SLOW_STATEMENT = {
+    "nothing": ("pass", True),
+    # what script.py.mako tells a revision with a backfill to write
+    "its own timeout": ("op.execute(\"SET LOCAL statement_timeout = '10s'\")", False),
+    # the block ends the migrations' transaction; the next one is bounded the same
+    "an autocommit block": (
+        'with op.get_context().autocommit_block():\n        op.execute("SELECT 1")',
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("before", sorted(BEFORE_THE_SLOW_STATEMENT))
 def test_a_slow_statement_ends_the_migration_unless_its_revision_allows_more(
-    own_timeout: bool,
+    before: str,
     upgrade_with: Callable[[str], None],
     engine: Engine,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MIGRATION_STATEMENT_TIMEOUT", "0.2")
-    # what script.py.mako tells a revision with a backfill to write
-    allow = "op.execute(\"SET LOCAL statement_timeout = '10s'\")" if own_timeout else "pass"
-    revision = SLOW_REVISION.replace("SET_OWN_TIMEOUT", allow)
-    if own_timeout:
+    lines, ended = BEFORE_THE_SLOW_STATEMENT[before]
+    revision = SLOW_REVISION.replace("SET_OWN_TIMEOUT", lines)
+    if not ended:
         upgrade_with(revision)
         assert versions(engine) == ["510w"]
         return
-    before = versions(engine)
+    before_versions = versions(engine)
     with pytest.raises(CommandError) as refused:
         upgrade_with(revision)
     assert str(refused.value).startswith(
         "a migration statement ran longer than 0.2 s (MIGRATION_STATEMENT_TIMEOUT) and the "
         "migration was rolled back, nothing changed;"
     )
-    assert versions(engine) == before
+    assert versions(engine) == before_versions
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,8 @@ SQLITE_BEGIN = "sqlite_begin"
 # the execution option that sets a PostgreSQL transaction's lock_timeout, in seconds; None
 # sends none (migrations set theirs once they hold their advisory lock: see migrate.py)
 POSTGRES_LOCK_TIMEOUT = "postgres_lock_timeout"
+# the same for its statement_timeout; None (the default) sends none
+POSTGRES_STATEMENT_TIMEOUT = "postgres_statement_timeout"
 
 
 def make_engine(url: URL, pre_ping: bool = True) -> Engine:
@@ -64,10 +66,13 @@ def make_engine(url: URL, pre_ping: bool = True) -> Engine:
         # SET LOCAL: a session's SET would stay behind on a server connection that PgBouncer
         # in transaction mode (Neon's pooler) then lends to others; a startup option it refuses
         options = connection.get_execution_options()
-        bound = options.get(POSTGRES_LOCK_TIMEOUT, seconds)
         # in autocommit there is no transaction for SET LOCAL to last (read-later has its own)
-        if bound is not None and options.get("isolation_level") != "AUTOCOMMIT":
+        if options.get("isolation_level") == "AUTOCOMMIT":
+            return
+        if (bound := options.get(POSTGRES_LOCK_TIMEOUT, seconds)) is not None:
             connection.exec_driver_sql(set_local_lock_timeout(bound))
+        if (limit := options.get(POSTGRES_STATEMENT_TIMEOUT)) is not None:
+            connection.exec_driver_sql(f"SET LOCAL statement_timeout = {milliseconds(limit)}")
 
     event.listen(engine, "begin", begin_postgresql)
     return engine

@@ -38,6 +38,7 @@ from .config import MIGRATIONS_DIR, migration_url
 from .db import (
     CONNECT_TIMEOUT,
     POSTGRES_LOCK_TIMEOUT,
+    POSTGRES_STATEMENT_TIMEOUT,
     SQLITE_BEGIN,
     driver_connection,
     lock_timeout,
@@ -216,7 +217,9 @@ def migrating(connection: Connection, write_lock: bool = True) -> Iterator[None]
         try:
             yield
         finally:
-            connection.execution_options(**{POSTGRES_LOCK_TIMEOUT: lock_timeout()})
+            connection.execution_options(
+                **{POSTGRES_LOCK_TIMEOUT: lock_timeout(), POSTGRES_STATEMENT_TIMEOUT: None}
+            )
         return
     if connection.dialect.name != "sqlite":
         yield
@@ -254,8 +257,10 @@ def wait_for_other_migrations(connection: Connection) -> None:
             {"lock": str(milliseconds(lock)), "statement": str(milliseconds(statement))},
         ).scalar_one()
         # a revision's autocommit_block() ends this transaction; the one Alembic begins after
-        # it gets the lock timeout from db.py (migrating() puts the programs' back at the end)
-        connection.execution_options(**{POSTGRES_LOCK_TIMEOUT: lock})
+        # it gets the same timeouts from db.py (migrating() puts the programs' back at the end)
+        connection.execution_options(
+            **{POSTGRES_LOCK_TIMEOUT: lock, POSTGRES_STATEMENT_TIMEOUT: statement}
+        )
 
 
 def start_sql() -> list[str]:
