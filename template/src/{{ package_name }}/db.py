@@ -15,12 +15,20 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import database_url
-from .errors import DatabaseSetupError, explained, in_memory, missing_folder, unusable_file
+from .errors import (
+    DatabaseSetupError,
+    explained,
+    in_memory,
+    missing_folder,
+    name_database,
+    unusable_file,
+)
 from .schema import check_at_head
 
 # seconds to wait for a connection (PostgreSQL)
 CONNECT_TIMEOUT = 5
-# rows fetched per round trip by every streamed read; memory stays flat however big a table is
+# rows per round trip, read (every streamed read) or written (write-once's batches): memory
+# stays flat however many rows there are
 CHUNK_SIZE = 10_000
 # seconds a program waits for a lock another session holds, then gives up with nothing done:
 # SQLite's busy timeout, PostgreSQL's lock_timeout; DATABASE_LOCK_TIMEOUT overrides it
@@ -193,6 +201,12 @@ def existing_sqlite_file(url: URL) -> Path | None:
     if not path.exists():
         raise DatabaseSetupError(
             f"no database at {path} yet; run `alembic upgrade head` to create it"
+        )
+    if path.stat().st_size == 0:
+        # what `touch app.db` leaves; a read-only connection (db-verify's) would take the file
+        # for one it may not write, and fail on the journal mode as on a read-only file
+        raise DatabaseSetupError(
+            f"the database ({name_database(url)}) has no schema yet; run `alembic upgrade head`"
         )
     return path
 

@@ -13,7 +13,7 @@ from alembic.util import CommandError
 from sqlalchemy.exc import DBAPIError
 
 from .config import migration_url
-from .errors import first_line, name_database
+from .errors import first_line, name_database, without_secrets
 from .migrate import alembic_config, allow_data_loss
 from .program import CannotRun, report, run
 
@@ -49,7 +49,7 @@ def migrate(args: argparse.Namespace) -> int:
     except CommandError as exc:  # env.py's one-line errors: the URL, the connection, the keys
         raise CannotRun(str(exc)) from None
     except DBAPIError as exc:
-        reason = first_line(exc)
+        reason = without_secrets(first_line(exc), migration_url())
         raise CannotRun(f"the migration failed and was rolled back: {reason}") from None
     report(f"Database at head: {', '.join(sorted(heads))} ({name_database(migration_url())})")
     return 0

@@ -138,13 +138,18 @@ def _driver_message(url: URL, exc: DBAPIError) -> str:
     if lock_timed_out(exc):
         return lock_wait_message()
     if url.get_backend_name() != "sqlite":
-        return f"cannot use {describe(url)}: {reason}"
+        return cannot_use(url, exc)
     path = Path(url.database or "")
     if "unable to open database file" in reason and (
         message := missing_folder(path) or unusable_file(path)
     ):
         return message
     return sqlite_problem(path, reason)
+
+
+def cannot_use(url: URL, exc: BaseException) -> str:
+    """A PostgreSQL connection or statement that failed, in one line, the password masked."""
+    return f"cannot use {describe(url)}: {without_secrets(first_line(exc), url)}"
 
 
 def sqlite_problem(path: Path, reason: str) -> str:

@@ -82,7 +82,7 @@ BLOCKERS = text(
 log = logging.getLogger("alembic.env")
 
 
-def database_url() -> URL:
+def url_to_migrate() -> URL:
     """The URL Alembic migrates (migration_url()); a bad one fails in one line."""
     with _command_error():
         url = migration_url()
@@ -95,7 +95,7 @@ def database_url() -> URL:
 def connection_to_migrate(given: Any = None) -> Iterator[Connection]:
     """The connection env.py migrates on: the one its caller passed (config.attributes),
     a connection of the engine it passed (or of what connects like one: pytest-alembic's),
-    else a new one to database_url(), closed at the end.
+    else a new one to url_to_migrate(), closed at the end.
     """
     if isinstance(given, Connection):
         yield given
@@ -104,7 +104,7 @@ def connection_to_migrate(given: Any = None) -> Iterator[Connection]:
         with given.connect() as connection:
             yield connection
         return
-    url = database_url()
+    url = url_to_migrate()
     # a migrated in-memory database is gone as the command exits; `--sql` never connects
     if message := in_memory(url):
         raise CommandError(message)

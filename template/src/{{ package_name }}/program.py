@@ -14,8 +14,11 @@ so, it raises as CannotRun (or DatabaseSetupError), which run() prints as
 import argparse
 import gc
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
 
 from .errors import DatabaseSetupError
 
@@ -77,3 +80,27 @@ def _silence_stdout() -> None:
     # say nothing more to a reader that has gone: what is still buffered, flushed at exit,
     # would raise again there
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Run the block (a commit) to its end whatever Ctrl-C does meanwhile.
+
+    An interrupt raised as the database's commit returns would land after the rows were
+    committed, and the command would say that nothing was written. One that comes during the
+    block is dropped: the work it meant to stop is done, and the command says so. (Signals
+    reach the main thread only; elsewhere the block runs as it is.)
+    """
+
+    def ignore(_signal: int, _frame: FrameType | None) -> None:
+        pass
+
+    try:
+        previous = signal.signal(signal.SIGINT, ignore)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -50,6 +50,7 @@ from .db import (
 )
 from .errors import (
     DatabaseSetupError,
+    cannot_use,
     describe,
     explained,
     first_line,
@@ -57,7 +58,6 @@ from .errors import (
     lock_wait_message,
     name_database,
     sqlite_problem,
-    without_secrets,
 )
 from .models.base import Base  # models/__init__.py, run first, imports every model
 from .schema_diff import schema_differences
@@ -216,10 +216,9 @@ def verify(
     database: Database,
     expected: Expected | None = None,
     allow_shrink: Collection[str] = (),
-    migrations: Path | None = None,
 ) -> Verification:
     """Run every check on database, and compare it with an earlier evidence bundle if given."""
-    script = ScriptDirectory(str(migrations or MIGRATIONS_DIR))
+    script = ScriptDirectory(str(MIGRATIONS_DIR))
     result = Verification(database.backend, *_versions(database), describe(database.url))
     result.heads = sorted(script.get_heads())
     current, revision = _found(
@@ -507,8 +506,7 @@ def _raw_postgresql(url: URL) -> tuple[Any, tuple[type[Exception], ...]]:
     try:
         raw = psycopg.connect(**options)
     except psycopg.Error as exc:
-        reason = without_secrets(first_line(exc), url)
-        raise DatabaseSetupError(f"cannot use {describe(url)}: {reason}") from None
+        raise DatabaseSetupError(cannot_use(url, exc)) from None
     raw.read_only = True
     raw.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # to import a snapshot
     return raw, (psycopg.Error,)

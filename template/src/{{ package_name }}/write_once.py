@@ -9,12 +9,12 @@ from itertools import islice
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import bulk
-from .db import open_database
+from .db import CHUNK_SIZE, open_database
 from .models.marker import InvalidName, Marker, check_names
-from .program import CannotRun, report, run
+from .program import CannotRun, report, run, uninterrupted
 
 DEFAULT_NAME = "persistent-check"
-BATCH_SIZE = 10_000
+BATCH_SIZE = CHUNK_SIZE  # names checked, then sent to the database, at a time
 MARKERS = Marker.metadata.tables[Marker.__tablename__]
 
 
@@ -57,14 +57,14 @@ def write(args: argparse.Namespace) -> int:
 def write_names(sessions: sessionmaker[Session], names: Iterable[str]) -> int:
     """Check and insert every name in one transaction: all of them are stored, or none is."""
     count = 0
-    with (
-        sessions.begin() as session,
-        bulk.inserter(session.connection(), MARKERS, "name") as insert_names,
-    ):
-        for batch in _batches(names, BATCH_SIZE):
-            check_names(batch, first_number=count + 1)
-            insert_names(batch)
-            count += len(batch)
+    with sessions() as session:  # closed uncommitted (an error, Ctrl-C), it rolls back
+        with bulk.inserter(session.connection(), MARKERS, "name") as insert_names:
+            for batch in _batches(names, BATCH_SIZE):
+                check_names(batch, first_number=count + 1)
+                insert_names(batch)
+                count += len(batch)
+        with uninterrupted():
+            session.commit()
     return count
 
 
