@@ -12,7 +12,7 @@ from .config import IN_SOURCE_CHECKOUT, database_url
 from .errors import explained
 from .evidence import collect, default_output, migrations_sql, run_tests, utc_now
 from .program import CannotRun, report, run
-from .verify import connect
+from .two_paths import connect
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,8 +13,9 @@ from alembic.util import CommandError
 from sqlalchemy.exc import DBAPIError
 
 from .config import migration_url
+from .data_loss import allow_data_loss
 from .errors import first_line, name_database, without_secrets
-from .migrate import alembic_config, allow_data_loss
+from .migrate import alembic_config
 from .program import CannotRun, report, run
 
 

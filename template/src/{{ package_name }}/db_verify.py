@@ -8,7 +8,8 @@ from pathlib import Path
 from .bundle import BundleError, load_bundle
 from .config import database_url
 from .program import CannotRun, report, run
-from .verify import connect, verify
+from .two_paths import connect
+from .verify import verify
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,7 +30,8 @@ from .config import IN_SOURCE_CHECKOUT, PROJECT_ROOT, parse_database_url, test_d
 from .errors import DatabaseSetupError, describe
 from .migrate import alembic_config
 from .schema_diff import reflecting
-from .verify import Database, verify
+from .two_paths import Database
+from .verify import verify
 
 
 def default_output(now: datetime) -> Path:

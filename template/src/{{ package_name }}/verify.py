@@ -21,11 +21,10 @@ SQLite during every attempt to read it) says "could not verify", which is neithe
 failure of the database.
 """
 
-import importlib
 import os
 import sqlite3
-from collections.abc import Callable, Collection, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Collection
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,34 +32,24 @@ from urllib.parse import quote
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, Table
+from sqlalchemy import Table
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapper
 
 from .bundle import Expected
 from .checksums import mapped_columns, orm_checksum, raw_checksum
 from .config import MIGRATIONS_DIR, where_alembic_works
-from .db import (
-    existing_sqlite_file,
-    lock_timeout,
-    make_engine,
-    postgresql_connect_args,
-    set_local_lock_timeout,
-)
 from .errors import (
     DatabaseSetupError,
-    cannot_use,
     describe,
-    explained,
     first_line,
     lock_timed_out,
     lock_wait_message,
     name_database,
-    sqlite_problem,
 )
 from .models.base import Base  # models/__init__.py, run first, imports every model
 from .schema_diff import schema_differences
+from .two_paths import Database
 
 # reads of a table on SQLite, where a commit between the ORM and the raw read can make them
 # differ; past the last one the table is too busy to verify
@@ -135,83 +124,6 @@ class Verification:
         }
 
 
-@dataclass
-class Database:
-    """Two independent ways into one database: the project's engine and a raw connection."""
-
-    url: URL
-    engine: Engine
-    connection: Connection
-    raw: Any  # a DB-API connection: sqlite3's or psycopg's
-    driver_errors: tuple[type[Exception], ...]
-
-    @property
-    def backend(self) -> str:
-        return self.url.get_backend_name()
-
-    def rollback(self) -> None:
-        # a failed statement aborts a PostgreSQL transaction; the next check starts clean
-        self.connection.rollback()
-        self.raw.rollback()
-
-    def data_version(self) -> int | None:
-        """SQLite's count of commits by other connections; None on PostgreSQL (snapshots)."""
-        if self.backend != "sqlite":
-            return None
-        (version,) = self.raw.execute("PRAGMA data_version").fetchone()
-        return int(version)
-
-    def share_snapshot(self) -> None:
-        """Start new transactions on both paths that see the same committed rows.
-
-        On PostgreSQL the raw connection imports the snapshot the engine's connection
-        exports, so a writer committing in between cannot make the two paths disagree.
-        SQLite has no such thing; _check_data watches its data_version instead.
-        """
-        self.rollback()
-        if self.backend == "sqlite":
-            return
-        snapshot = self.connection.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
-        sql = importlib.import_module("psycopg.sql")  # utility statements take no parameters
-        with self.raw.cursor() as cursor:
-            cursor.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-            # the engine's transactions bound their lock waits (db.py); the raw path's too
-            cursor.execute(set_local_lock_timeout(lock_timeout()))
-
-
-@contextmanager
-def connect(url: URL) -> Iterator[Database]:
-    """Open both paths, read-only where the backend allows; DatabaseSetupError if either fails."""
-    with explained(url):
-        if (path := existing_sqlite_file(url)) is not None:
-            try:
-                raw = _raw_sqlite(path)
-            except sqlite3.Error as exc:  # the driver's own, which explained() does not see
-                raise DatabaseSetupError(sqlite_problem(path, first_line(exc))) from None
-            errors: tuple[type[Exception], ...] = (sqlite3.Error,)
-            engine = make_engine(_read_only_sqlite_url(url, path))
-        else:
-            engine = make_engine(url)
-            raw, errors = _raw_postgresql(url)
-        try:
-            connection = engine.connect()
-            if url.get_backend_name() != "sqlite":
-                # one snapshot per transaction, which share_snapshot() hands to the raw path
-                connection = connection.execution_options(
-                    isolation_level="REPEATABLE READ", postgresql_readonly=True
-                )
-        except BaseException:
-            raw.close()
-            engine.dispose()
-            raise
-    try:
-        yield Database(url, engine, connection, raw, (SQLAlchemyError, *errors))
-    finally:
-        connection.close()
-        raw.close()
-        engine.dispose()
-
-
 def verify(
     database: Database,
     expected: Expected | None = None,
@@ -219,7 +131,7 @@ def verify(
 ) -> Verification:
     """Run every check on database, and compare it with an earlier evidence bundle if given."""
     script = ScriptDirectory(str(MIGRATIONS_DIR))
-    result = Verification(database.backend, *_versions(database), describe(database.url))
+    result = Verification(database.backend, *database.versions(), describe(database.url))
     result.heads = sorted(script.get_heads())
     current, revision = _found(
         database, "revision", _check_revision, database, script, result.heads
@@ -470,46 +382,6 @@ def _postgresql_integrity(raw: Any) -> list[str]:
     if constraints:
         problems.append(f"constraint left NOT VALID: {', '.join(constraints)}")
     return problems
-
-
-def _versions(database: Database) -> tuple[str, str]:
-    if database.backend == "sqlite":
-        return f"sqlite3 {sqlite3.sqlite_version}", f"SQLite {sqlite3.sqlite_version}"
-    psycopg = importlib.import_module("psycopg")
-    with database.raw.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        (server,) = cursor.fetchone()
-    database.raw.rollback()
-    return f"psycopg {psycopg.__version__}", f"PostgreSQL {server}"
-
-
-def _read_only_sqlite_url(url: URL, path: Path) -> URL:
-    return url.set(database=f"file:{quote(str(path))}?mode=ro", query={"uri": "true"})
-
-
-def _raw_sqlite(path: Path) -> sqlite3.Connection:
-    # read-only: verification never writes; isolation_level=None keeps sqlite3 from
-    # opening transactions of its own
-    return sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, isolation_level=None)
-
-
-def _raw_postgresql(url: URL) -> tuple[Any, tuple[type[Exception], ...]]:
-    psycopg = importlib.import_module("psycopg")  # the postgres extra; explained() says so
-    # as SQLAlchemy merges them for the engine: the URL's parts, its query (host=, password=
-    # and the like override the parts), then the project's defaults where the query is silent
-    parts = {"host": url.host, "port": url.port, "user": url.username, "dbname": url.database}
-    options = {key: value for key, value in parts.items() if value is not None}
-    if url.password is not None:
-        options["password"] = str(url.password)
-    options.update((key, value) for key, value in url.query.items() if isinstance(value, str))
-    options.update(postgresql_connect_args(url))
-    try:
-        raw = psycopg.connect(**options)
-    except psycopg.Error as exc:
-        raise DatabaseSetupError(cannot_use(url, exc)) from None
-    raw.read_only = True
-    raw.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # to import a snapshot
-    return raw, (psycopg.Error,)
 
 
 def _rows(count: int) -> str:
