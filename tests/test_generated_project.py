@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.growth import MODELS, NOTE_MODEL, add_notes_to_marker, register
 from tests.helpers import ROOT, install, ok, prove, render, run, run_program
 
 LESSON = ROOT / "tests" / "lesson"
@@ -313,64 +314,16 @@ def test_a_broken_or_unmarked_block_in_the_skill_fails_the_projects_suite(tmp_pa
     assert missing == [], result.stdout[-6000:]
 
 
-# a model of the user's own, related to Marker both ways, as the relationship recipe teaches
-USERS_NOTE_MODEL = '''"""Note: the user's own notes about a marker."""
-
-from sqlalchemy import ForeignKey, String
-from sqlalchemy.orm import Mapped, mapped_column, relationship
-
-from .base import Base
-from .marker import Marker
-
-
-class Note(Base):
-    __tablename__ = "notes"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    marker_id: Mapped[int] = mapped_column(ForeignKey("markers.id"), index=True)
-    text: Mapped[str] = mapped_column(String(200))
-    marker: Mapped[Marker] = relationship(back_populates="notes")
-'''
-
-
-def edit(path: Path, *changes: tuple[str, str]) -> None:
-    """Make each (old, new) change in path's text, where old occurs exactly once."""
-    text = path.read_text()
-    for old, new in changes:
-        assert text.count(old) == 1, f"{path}: {old!r}"
-        text = text.replace(old, new)
-    path.write_text(text)
-
-
 def test_the_skills_recipes_keep_the_users_own_models(tmp_path: Path) -> None:
     # the recipes add to models/__init__.py and to Marker; one that replaced either would lose
     # Note, and Marker.notes would name a model that is gone (KeyError: 'Note')
     project = render(tmp_path / "p")
     install(project)
-    models = project / "src" / "budget_tracker" / "models"
-    (models / "note.py").write_text(USERS_NOTE_MODEL)
-    edit(
-        models / "__init__.py",
-        ("from .marker import Marker\n", "from .marker import Marker\nfrom .note import Note\n"),
-        ('"Marker"]', '"Marker", "Note"]'),
-    )
-    edit(
-        models / "marker.py",
-        (
-            "from collections.abc import Sequence\n",
-            "from collections.abc import Sequence\nfrom typing import TYPE_CHECKING\n",
-        ),
-        ("mapped_column\n", "mapped_column, relationship\n"),
-        (
-            "from .base import Base\n",
-            "from .base import Base\n\nif TYPE_CHECKING:\n    from .note import Note\n",
-        ),
-        (
-            "    def __repr__",
-            '    notes: Mapped[list["Note"]] = relationship(back_populates="marker")\n\n'
-            "    def __repr__",
-        ),
-    )
+    # a model of the user's own, related to Marker both ways, as the tests grow a project
+    models = project / MODELS
+    (models / "note.py").write_text(NOTE_MODEL)
+    register(models / "__init__.py", {"note": "Note"})
+    add_notes_to_marker(models / "marker.py")
     env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}"}
     ok(run_program(project, "alembic", "upgrade", "head", env=env))
     ok(run_program(project, "alembic", "revision", "--autogenerate", "-m", "add notes", env=env))
