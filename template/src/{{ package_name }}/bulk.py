@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, Table, bindparam, insert
 from sqlalchemy.orm import Session
 
-from .db import CHUNK_SIZE, driver_connection, driver_errors, lock_timeout, set_local_lock_timeout
+from .db import CHUNK_SIZE, driver_connection, driver_errors, lock_timeout, set_local
 
 
 @contextmanager
@@ -67,7 +67,7 @@ def scalar_chunks(session: Session, query: Select[Any]) -> Generator[Sequence[An
         driver = driver_connection(connection)
         sql = str(query.compile(dialect=connection.dialect))
         with driver_errors(connection, sql), driver.cursor() as cursor:
-            cursor.execute(f"BEGIN READ ONLY; {set_local_lock_timeout(lock_timeout())}")
+            cursor.execute(f"BEGIN READ ONLY; {set_local('lock_timeout', lock_timeout())}")
             with closing(cursor.stream(sql, size=CHUNK_SIZE)) as rows:
                 while chunk := list(map(itemgetter(0), islice(rows, CHUNK_SIZE))):
                     yield chunk

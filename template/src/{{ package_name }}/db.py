@@ -78,9 +78,9 @@ def make_engine(url: URL, pre_ping: bool = True) -> Engine:
         if options.get("isolation_level") == "AUTOCOMMIT":
             return
         if (bound := options.get(POSTGRES_LOCK_TIMEOUT, seconds)) is not None:
-            connection.exec_driver_sql(set_local_lock_timeout(bound))
+            connection.exec_driver_sql(set_local("lock_timeout", bound))
         if (limit := options.get(POSTGRES_STATEMENT_TIMEOUT)) is not None:
-            connection.exec_driver_sql(f"SET LOCAL statement_timeout = {milliseconds(limit)}")
+            connection.exec_driver_sql(set_local("statement_timeout", limit))
 
     event.listen(engine, "begin", begin_postgresql)
     return engine
@@ -108,9 +108,10 @@ def seconds_from_env(variable: str, default: float) -> float:
     return seconds
 
 
-def set_local_lock_timeout(seconds: float) -> str:
-    """The statement that bounds lock waits for the rest of a PostgreSQL transaction."""
-    return f"SET LOCAL lock_timeout = {milliseconds(seconds)}"
+def set_local(timeout: str, seconds: float) -> str:
+    """The statement that sets a timeout (lock_timeout, statement_timeout) for the rest of a
+    PostgreSQL transaction."""
+    return f"SET LOCAL {timeout} = {milliseconds(seconds)}"
 
 
 def milliseconds(seconds: float) -> int:

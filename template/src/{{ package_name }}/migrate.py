@@ -144,10 +144,11 @@ def run_migrations(connection: Connection) -> None:
             refuse_data_loss(migration, context.get_x_argument(as_dictionary=True))
             retrying_lock_timeouts(connection, migrate_once)
     except DBAPIError as exc:
-        if connection.dialect.name == "sqlite" and "database is locked" in first_line(exc):
+        reason = first_line(exc)
+        if connection.dialect.name == "sqlite" and "database is locked" in reason:
             # no broken migration, whose traceback would help: another connection writing
             path = Path(connection.engine.url.database or "")
-            raise CommandError(sqlite_problem(path, first_line(exc))) from None
+            raise CommandError(sqlite_problem(path, reason)) from None
         # tables made without the migrations (create_all): "table ... already exists"
         if unstamped and (advice := adoption_advice(connection, context.script.get_bases())):
             raise CommandError(advice) from None

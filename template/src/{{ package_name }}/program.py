@@ -18,7 +18,6 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from types import FrameType
 
 from .errors import DatabaseSetupError
 
@@ -91,12 +90,8 @@ def uninterrupted() -> Iterator[None]:
     block is dropped: the work it meant to stop is done, and the command says so. (Signals
     reach the main thread only; elsewhere the block runs as it is.)
     """
-
-    def ignore(_signal: int, _frame: FrameType | None) -> None:
-        pass
-
     try:
-        previous = signal.signal(signal.SIGINT, ignore)
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:  # not the main thread
         yield
         return

@@ -24,7 +24,7 @@ from .db import (
     lock_timeout,
     make_engine,
     postgresql_connect_args,
-    set_local_lock_timeout,
+    set_local,
 )
 from .errors import DatabaseSetupError, cannot_use, explained, first_line, sqlite_problem
 
@@ -81,7 +81,7 @@ class Database:
         with self.raw.cursor() as cursor:
             cursor.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
             # the engine's transactions bound their lock waits (db.py); the raw path's too
-            cursor.execute(set_local_lock_timeout(lock_timeout()))
+            cursor.execute(set_local("lock_timeout", lock_timeout()))
 
 
 @contextmanager
