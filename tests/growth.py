@@ -83,7 +83,7 @@ def test_a_budget_is_stored_with_its_defaults(migrated: URL, engine: Engine) -> 
 ROWS = """
 from decimal import Decimal
 
-from budget_tracker.db import open_database
+from budget_tracker.dbkit.db import open_database
 from budget_tracker.models import Budget, Marker, MarkerNote, Note
 
 with open_database() as sessions, sessions.begin() as session:

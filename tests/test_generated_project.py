@@ -305,7 +305,7 @@ def test_a_broken_or_unmarked_block_in_the_skill_fails_the_projects_suite(tmp_pa
         (skill / document).write_text(f"{text}\n{block}")
         line = len(text.splitlines()) + 2 + block.split("```")[0].count("\n")
         expected.append(failure.format(block=f"{document}, line {line}"))
-    node = "tests/test_skill.py::test_every_block_runs_as_written"
+    node = "tests/dbkit/test_skill.py::test_every_block_runs_as_written"
     tests = [f"{node}[{document}]" for document in PLANTED_IN_SKILL]
     result = run_program(project, "pytest", "-q", "-p", "no:cacheprovider", *tests)
     assert result.returncode == 1, result.stdout[-3000:]
@@ -328,7 +328,7 @@ def test_the_skills_recipes_keep_the_users_own_models(tmp_path: Path) -> None:
     ok(run_program(project, "alembic", "upgrade", "head", env=env))
     ok(run_program(project, "alembic", "revision", "--autogenerate", "-m", "add notes", env=env))
 
-    result = run_program(project, "pytest", "-q", "-p", "no:cacheprovider", "tests/test_skill.py")
+    result = run_program(project, "pytest", "-q", "-p", "no:cacheprovider", "tests/dbkit/test_skill.py")
     assert result.returncode == 0, result.stdout[-6000:]
 
 
@@ -372,7 +372,7 @@ def test_the_project_installs_and_proves_with_plain_pip(tmp_path: Path) -> None:
     assert len(commands) == 2 and "--group dev" in commands[1]
     ok(run("bash", "-euc", " && ".join(commands), cwd=project))
     prove(project)
-    assert ok(run_program(project, "pytest", "-q", "tests/test_persistence.py"))
+    assert ok(run_program(project, "pytest", "-q", "tests/dbkit/test_persistence.py"))
 
 
 def test_the_project_tests_refuse_to_wipe_the_database_it_uses(

@@ -26,7 +26,7 @@ VERSIONS = Path("template/migrations/versions")
 # own revisions two heads, so this set never grows (docs/decisions/0006-template-updates.md)
 RELEASED_REVISIONS = {"0001_create_markers.py"}
 
-SHIPPED_CHECK = "tests/test_no_conflict_markers.py"
+SHIPPED_CHECK = "tests/dbkit/test_no_conflict_markers.py"
 SKILL = Path(".claude/skills/database-deployment")
 SKILL_TEMPLATE = Path("template/{{ skills_dir }}/database-deployment")
 
@@ -322,14 +322,14 @@ def test_a_release_that_renames_a_file_moves_the_users_edits_with_it(tmp_path: P
     template = template_repo(tmp_path / "template")
     project = generate(template, tmp_path / "budget-tracker", "v1.0.0")
     users_test = "\n\ndef test_our_own_check() -> None:\n    assert True\n"
-    append(project / "tests/test_persistence.py", users_test)
+    append(project / "tests/dbkit/test_persistence.py", users_test)
     commit(project, "Our test")
 
     # release two renames the file; copier alone would delete it, edits and all
     git(
         template,
         "mv",
-        "template/tests/test_persistence.py.jinja",
+        "template/tests/dbkit/test_persistence.py.jinja",
         "template/tests/test_proof.py.jinja",
     )
     append(
@@ -338,7 +338,7 @@ def test_a_release_that_renames_a_file_moves_the_users_edits_with_it(tmp_path: P
 _migrations:
   - version: v2.0.0
     when: "{{ _stage == 'before' }}"
-    command: test ! -f tests/test_persistence.py || cp tests/test_persistence.py tests/.renamed
+    command: test ! -f tests/dbkit/test_persistence.py || cp tests/dbkit/test_persistence.py tests/.renamed
   - version: v2.0.0
     when: "{{ _stage == 'after' }}"
     command: test ! -f tests/.renamed || mv tests/.renamed tests/test_proof.py
@@ -355,10 +355,10 @@ _migrations:
     assert conflicts(project) == []
     assert changed(project) == {
         ".copier-answers.yml",
-        "tests/test_persistence.py",
+        "tests/dbkit/test_persistence.py",
         "tests/test_proof.py",
     }
-    assert not (project / "tests/test_persistence.py").exists()
+    assert not (project / "tests/dbkit/test_persistence.py").exists()
     assert (project / "tests/test_proof.py").read_text().endswith(users_test)
 
 
@@ -569,7 +569,7 @@ def test_a_package_renamed_by_hand_as_the_refusal_says_updates_with_its_models_r
     project = generate(template, tmp_path / "budget-tracker", "v1.0.0")
     register_budget_model(project)
     commit(project, "Budgets")
-    append(template / "template/src/{{ package_name }}/db.py", "# release two\n")
+    append(template / "template/src/{{ package_name }}/dbkit/db.py", "# release two\n")
     release(template, "v2.0.0")
 
     # docs/updating.md, "Rename the package"
