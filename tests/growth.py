@@ -101,7 +101,7 @@ with open_database() as sessions, sessions.begin() as session:
 APPLY_RECIPE = """
 from pathlib import Path
 
-from tests.test_skill import add_to, blocks, run_block, write_new_file
+from tests.dbkit.skill_blocks import add_to, blocks, run_block, write_new_file
 
 for block in blocks("references/relationships.md"):
     if "alembic revision" in block.body:

@@ -330,7 +330,7 @@ def test_a_release_that_renames_a_file_moves_the_users_edits_with_it(tmp_path: P
         template,
         "mv",
         "template/tests/dbkit/test_persistence.py.jinja",
-        "template/tests/test_proof.py.jinja",
+        "template/tests/dbkit/test_proof.py.jinja",
     )
     append(
         template / "copier.yml",
@@ -341,7 +341,7 @@ _migrations:
     command: test ! -f tests/dbkit/test_persistence.py || cp tests/dbkit/test_persistence.py tests/.renamed
   - version: v2.0.0
     when: "{{ _stage == 'after' }}"
-    command: test ! -f tests/.renamed || mv tests/.renamed tests/test_proof.py
+    command: test ! -f tests/.renamed || mv tests/.renamed tests/dbkit/test_proof.py
 """,
     )
     release(template, "v2.0.0")
@@ -356,10 +356,10 @@ _migrations:
     assert changed(project) == {
         ".copier-answers.yml",
         "tests/dbkit/test_persistence.py",
-        "tests/test_proof.py",
+        "tests/dbkit/test_proof.py",
     }
     assert not (project / "tests/dbkit/test_persistence.py").exists()
-    assert (project / "tests/test_proof.py").read_text().endswith(users_test)
+    assert (project / "tests/dbkit/test_proof.py").read_text().endswith(users_test)
 
 
 def test_a_project_from_the_first_commit_updates_to_the_working_tree(tmp_path: Path) -> None:
