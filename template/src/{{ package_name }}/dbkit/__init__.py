@@ -8,7 +8,9 @@ may change between releases; their changes are in UPGRADING.md):
 
 - open_database(): `with open_database() as sessions:`, sessions on a database at head
 - make_engine(url): an engine tuned for its backend, for work outside a session
-- database_url(): the application's database (DATABASE_URL, .env, else app.db)
+- database_url(): the application's database (DATABASE_URL, .env, else app.db);
+  migration_url(): the one migrations use (DATABASE_URL_DIRECT, else database_url())
+- describe(url): the URL as it may be shown, its password masked
 - DatabaseSetupError: the database or its URL is not usable; str() is one line saying why
 - run(), CannotRun, report(): the way into a command (README: "Add a command")
 
@@ -20,9 +22,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from .config import database_url
+    from .config import database_url, migration_url
     from .db import Database, make_engine, open_database
-    from .errors import DatabaseSetupError
+    from .errors import DatabaseSetupError, describe
     from .program import CannotRun, report, run
 
 __all__ = [
@@ -30,7 +32,9 @@ __all__ = [
     "Database",
     "DatabaseSetupError",
     "database_url",
+    "describe",
     "make_engine",
+    "migration_url",
     "open_database",
     "report",
     "run",
@@ -41,7 +45,9 @@ _HOME = {
     "Database": "db",
     "DatabaseSetupError": "errors",
     "database_url": "config",
+    "describe": "errors",
     "make_engine": "db",
+    "migration_url": "config",
     "open_database": "db",
     "report": "program",
     "run": "program",
