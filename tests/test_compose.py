@@ -66,7 +66,7 @@ def test_compose_publishes_postgresql_on_localhost_only_with_a_volume_and_a_heal
     data = "/var/lib/postgresql" if int(compose.major_version) >= 18 else "/var/lib/postgresql/data"
     assert target == data
     assert compose.healthcheck == ["pg_isready", "-U", compose.user, "-d", compose.database]
-    # no password to guess from outside: it is published on the loopback interface alone
+    # the one password the hook passes (on localhost alone), and says what it is for
     assert compose.password == "local-only"
 
 
@@ -125,6 +125,8 @@ def test_the_readmes_steps_prove_persistence_on_the_compose_database(
     postgresql_project: Path, compose_server: tuple[PostgresServer, ComposeDatabase]
 ) -> None:
     server, compose = compose_server
+    # this is the machine's PostgreSQL (15 on Debian 12), not the image's major version: what
+    # is proved here is the file's settings and the URL; the image runs in the generated CI
     steps = readme_steps(postgresql_project)
     assert steps == [
         "docker compose up -d --wait",
