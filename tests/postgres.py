@@ -104,14 +104,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_postgres() -> PostgresServer:
-    """initdb a new cluster in a temporary folder and start it on a free loopback port."""
+def start_postgres(
+    port: int | None = None, role: str = ROLE, password: str = PASSWORD
+) -> PostgresServer:
+    """initdb a new cluster in a temporary folder and start it on a free loopback port (or
+    port), with a login role that may create databases."""
     bin_dir = find_bin_dir()
     os_user = "postgres" if os.geteuid() == 0 else None
     base = Path(tempfile.mkdtemp(prefix="template-tests-pg-"))
     if os_user:
         shutil.chown(base, user=os_user)
-    server = PostgresServer(bin_dir=bin_dir, base=base, port=free_port(), os_user=os_user)
+    server = PostgresServer(bin_dir=bin_dir, base=base, port=port or free_port(), os_user=os_user)
     server._as_server_user([
         bin_dir / "initdb", "-D", server.data_dir, "-U", "postgres", "--no-sync",
         "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C",
@@ -121,8 +124,8 @@ def start_postgres() -> PostgresServer:
         bin_dir / "pg_ctl", "-D", server.data_dir, "-o", options, "-l", base / "server.log",
         "-w", "-t", "60", "start",
     ])  # fmt: skip
-    server.psql(f"CREATE ROLE {ROLE} LOGIN CREATEDB PASSWORD '{PASSWORD}'")
+    server.psql(f"CREATE ROLE {role} LOGIN CREATEDB PASSWORD '{password}'")
     return server
 
 
-__all__ = ["PASSWORD", "ROLE", "PostgresServer", "start_postgres"]
+__all__ = ["PASSWORD", "ROLE", "PostgresServer", "free_port", "start_postgres"]

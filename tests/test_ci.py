@@ -3,12 +3,13 @@
 The workflows are linted (actionlint) and audited (zizmor, offline), dependabot.yml checked
 against its schema (check-jsonschema, offline); then each job's `run:` steps run in order with
 bash in a rendered, installed project, as a runner would run them (tests/workflow.py), with
-the jobs' URLs mapped to databases on the test server. In one PostgreSQL project grown on its
-user's database, whose rows must survive: the CI PostgreSQL job's steps, the release's build
-steps (its publishing command with a gh that records its arguments), and the Neon preview's,
-a copy of an older database standing in for the branch. The SQLite job's run in
-tests/test_update.py, in a project that took an update on top of its user's own model,
-migration, test and data.
+the jobs' URLs mapped to databases on the test server (for CI's `docker compose up`, a docker
+that records its arguments: tests/test_compose.py proves compose.yaml's settings). In one
+PostgreSQL project grown on its user's database, whose rows must survive: the CI PostgreSQL
+job's steps, the release's build steps (its publishing command with a gh that records its
+arguments), and the Neon preview's, a copy of an older database standing in for the branch.
+The SQLite job's run in tests/test_update.py, in a project that took an update on top of its
+user's own model, migration, test and data.
 """
 
 import json
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from tests.compose import compose_database
 from tests.growth import grow
 from tests.helpers import (
     assert_shows_no_password,
@@ -125,9 +127,10 @@ def test_dependabot_updates_every_action_the_workflows_use_and_the_lock(
 ) -> None:
     config = yaml.safe_load((neon_project / DEPENDABOT).read_text())
     updates = {update["package-ecosystem"]: update for update in config["updates"]}
-    assert set(updates) == {"github-actions", "uv"}
+    assert set(updates) == {"github-actions", "uv", "docker-compose"}
     for update in updates.values():
-        # from the repository's root: .github/workflows/ for actions, pyproject.toml for uv
+        # from the repository's root: .github/workflows/ for actions, pyproject.toml for uv,
+        # compose.yaml for its image
         assert update["directory"] == "/" and "directories" not in update
         assert update["schedule"]["interval"] in ("daily", "weekly", "monthly")
         assert update["cooldown"]["default-days"] >= 3
@@ -175,7 +178,8 @@ def test_each_job_installs_from_the_lock_and_runs_the_checks(default_project: Pa
         assert f"uv run {check}" in commands["sqlite"]
     tests = next(s for s in jobs["postgresql"]["steps"] if s.get("run") == "uv run pytest")
     assert tests["env"]["TEST_DATABASE_URL"].startswith("postgresql://")
-    assert jobs["postgresql"]["services"]["postgres"]["image"].startswith("postgres:")
+    # its server: compose.yaml's, started as on the user's machine (tests/test_compose.py)
+    assert "docker compose up -d --wait" in commands["postgresql"]
 
 
 def test_the_sqlite_job_runs_on_each_python_the_first_job_lists(default_project: Path) -> None:
@@ -234,7 +238,7 @@ def service_urls(job: dict[str, Any], databases: dict[str, str]) -> Callable[[st
 
 
 def test_the_postgresql_jobs_steps_pass_and_never_touch_database_url(
-    grown_postgres_project: tuple[Path, str, str], postgres: PostgresServer
+    grown_postgres_project: tuple[Path, str, str], postgres: PostgresServer, tmp_path: Path
 ) -> None:
     project, precious_url, head = grown_postgres_project
     # where the tests run, DATABASE_URL (and DATABASE_URL_DIRECT) name a database that matters:
@@ -242,15 +246,25 @@ def test_the_postgresql_jobs_steps_pass_and_never_touch_database_url(
     before = postgres.users_data("precious")
     job = workflow(project)["jobs"]["postgresql"]
     mapped = []
-    to_service = service_urls(job, {"postgres": postgres.create_database("ci_job")})
+    # the job's server is compose.yaml's (no daemon here: a docker that records its arguments,
+    # and a database of the test server for the one the file describes)
+    compose_url = compose_database(project).url()
+    ci_job = postgres.create_database("ci_job")
+    stand_ins = tmp_path / "bin"
+    stand_ins.mkdir()
+    (stand_ins / "docker").write_text(f'#!/bin/sh\necho "$PWD: $*" >> {tmp_path / "docker"}\n')
+    (stand_ins / "docker").chmod(0o755)
 
     def on_the_test_server(name: str, value: str) -> str:
-        if value.startswith("postgresql://"):
-            mapped.append(name)
-        return to_service(name, value)
+        if not value.startswith("postgresql://"):
+            return value
+        assert value == compose_url, f"{name}: {value}"
+        mapped.append(name)
+        return ci_job
 
     precious = {"DATABASE_URL": precious_url, "DATABASE_URL_DIRECT": precious_url}
-    outputs = run_steps(project, job, on_the_test_server, tests_env=precious)
+    outputs = run_steps(project, job, on_the_test_server, tests_env=precious, stand_ins=stand_ins)
+    assert (tmp_path / "docker").read_text() == f"{project}: compose up -d --wait\n"
     assert sorted(mapped) == ["DATABASE_URL", "TEST_DATABASE_URL"]
     check_tests_step(outputs, only_for="SQLite only:")
     tables = "alembic_version,budgets,keep_me,marker_notes,markers,notes"
@@ -470,6 +484,8 @@ PLANTED = {
 # URLs the password hook lets through: placeholders, a masked URL, variables, no password
 ALLOWED_URLS = """\
 postgresql://app_user:change-me@localhost:5432/app_db
+postgresql://app_user:local-only@localhost:5432/app_db
+postgresql://app_user:local-only@127.0.0.1/app_db
 postgresql://user:password@host/dbname
 postgresql+psycopg://user:***@host/db
 postgresql://app_user:${PGPASSWORD}@db.example.com/app
@@ -502,6 +518,24 @@ def test_the_password_hook_lets_placeholders_through(ci_project: Path, tmp_path:
     finally:
         notes.unlink()
         notes.parent.rmdir()
+
+
+def test_the_password_hook_refuses_the_local_only_password_off_localhost(
+    ci_project: Path, tmp_path: Path
+) -> None:
+    urls = [
+        "postgresql://app_user:local-only@db.example.com:5432/app_db",
+        "postgresql://app_user:local-only@localhost.example.com/app_db",
+        "postgresql://app_user:local-only@127.0.0.10/app_db",
+    ]
+    notes = ci_project / "remote.md"
+    notes.write_text("".join(f"{url}\n" for url in urls))
+    try:
+        result = pre_commit(ci_project, tmp_path, "run", "passwords-in-urls", "--files", notes)
+    finally:
+        notes.unlink()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert [f"remote.md:{n}:{url}" in result.stdout for n, url in enumerate(urls, 1)] == [True] * 3
 
 
 @pytest.mark.parametrize("hook", sorted(PLANTED))

@@ -49,11 +49,14 @@ def run_steps(
     map_env: Callable[[str, str], str],
     tests_env: dict[str, str] | None = None,
     github: dict[str, str] | None = None,
+    stand_ins: Path | None = None,
 ) -> dict[str, str]:
     """Run the job's `run:` steps in order, as GitHub's bash does; each step's name and output.
 
     tests_env: variables the machine has set where the tests run, under the job's own.
     github: the runner's own variables the steps read (GITHUB_REF_NAME, ...).
+    stand_ins: a folder put first on PATH, for a runner's command this machine cannot run
+    (docker, without a daemon).
     """
     outputs = {}
     test_steps = [step for step in job["steps"] if TESTS.search(step.get("run", ""))]
@@ -71,7 +74,10 @@ def run_steps(
         if "run" not in step:
             continue
         variables = {**job.get("env", {}), **step.get("env", {})}
-        env = {"CI": "true", "PATH": path_with_uv(project), **runner, **(github or {})}
+        path = path_with_uv(project)
+        if stand_ins:
+            path = f"{stand_ins}{os.pathsep}{path}"
+        env = {"CI": "true", "PATH": path, **runner, **(github or {})}
         if step in test_steps:
             env |= tests_env or {}
         env |= {name: map_env(name, str(value)) for name, value in variables.items()}
