@@ -88,10 +88,13 @@ def copy(args: argparse.Namespace) -> int:
         target_transaction(target_url) as target,
         sessions() as session,
     ):
-        source = session.connection(execution_options=snapshot if on_postgresql else None)
-        if on_postgresql:
-            # timestamps with a time zone read as UTC, as the target writes them
-            source.exec_driver_sql("SET LOCAL TimeZone = 'UTC'")
+        # each database's errors told by its own explained(): the other's password is not
+        # masked there, and the line would name the wrong database
+        with explained(source_url):
+            source = session.connection(execution_options=snapshot if on_postgresql else None)
+            if on_postgresql:
+                # timestamps with a time zone read as UTC, as the target writes them
+                source.exec_driver_sql("SET LOCAL TimeZone = 'UTC'")
         with explained(target_url):
             check_empty(target, tables)
         copied = [copy_table(source, source_url, target, target_url, t) for t in tables]
