@@ -142,6 +142,51 @@ def test_the_proof_runs_on_postgresql_for_every_url_form(
     assert not (postgres_project / "app.db").exists()
 
 
+def test_db_copy_moves_a_sqlite_projects_rows_to_postgresql_where_read_later_prints_them(
+    postgres_project: Path,
+    postgres: PostgresServer,
+    new_database: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    # the README's move: rows in the project's SQLite file, a new database migrated, the copy
+    on_sqlite = {"DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}"}
+    ok(run_program(postgres_project, "alembic", "upgrade", "head", env=on_sqlite))
+    names = 'rent\nit\'s "café"\nsecond\n'
+    ok(run_program(postgres_project, "write-once", "-", env=on_sqlite, input=names))
+    ok(run_program(postgres_project, "write-once", "third", env=on_sqlite))
+    database = new_database("moved")
+    url = postgres.url(database)
+    on_postgresql = {"DATABASE_URL": url}
+    ok(run_program(postgres_project, "db-migrate", env=on_postgresql))
+
+    copied = run_program(postgres_project, "db-copy", "--to", url, env=on_sqlite)
+    assert ok(copied).splitlines()[-1] == (
+        f"Copied 4 rows in 1 table(s) from sqlite:///{tmp_path / 'app.db'} to "
+        f"postgresql+psycopg://app_user:***@127.0.0.1:{postgres.port}/{database}; "
+        "the rows and checksums match"
+    )
+    assert_shows_no_password(copied)
+    printed = ok(run_program(postgres_project, "read-later", env=on_postgresql))
+    assert printed == repr(["rent", 'it\'s "café"', "second", "third"]) + "\n"
+    # the sequence is past the copied ids: the next marker gets the next id
+    ok(run_program(postgres_project, "write-once", "fourth", env=on_postgresql))
+    assert postgres.psql("SELECT max(id) FROM markers WHERE name = 'fourth'", database) == "5"
+
+    # copied once, refused twice: the target now holds rows
+    again = run_program(postgres_project, "db-copy", "--to", url, env=on_sqlite)
+    assert again.returncode == 1 and "is not empty: rows in markers" in again.stderr
+    # a wrong password is refused by the server, and shown in no form
+    wrong = postgres.url(new_database("wrong_password"), password=f"not-{PASSWORD}")
+    refused = run_program(postgres_project, "db-copy", "--to", wrong, env=on_sqlite)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.startswith(
+        "db-copy: error: cannot use postgresql+psycopg://app_user:***@"
+    )
+    assert "password authentication failed" in refused.stderr
+    assert len(refused.stderr.splitlines()) == 1
+    assert_shows_no_password(refused)
+
+
 def test_a_neon_shaped_url_in_dotenv_runs_the_proof(
     postgres_project: Path,
     postgres: PostgresServer,

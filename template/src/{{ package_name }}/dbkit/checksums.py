@@ -9,7 +9,7 @@ help: it reads a date or time column as the text SQLite stored (_sqlite_dates_re
 
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timezone
 from decimal import Decimal
 from enum import Enum
 from typing import Any
@@ -140,6 +140,10 @@ def canonical(value: object) -> int | str | None:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()
     if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            # an instant, whatever zone the session shows it in: in UTC, and without the zone,
+            # as SQLite (which keeps none) holds the same one when db-copy moves it there
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
         return value.isoformat(sep=" ", timespec="microseconds")  # SQLite's stored form
     if isinstance(value, time):
         return value.isoformat(timespec="microseconds")

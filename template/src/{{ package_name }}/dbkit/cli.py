@@ -33,6 +33,10 @@ def db_migrate(argv: list[str] | None = None) -> int:
     return _run("db-migrate", argv)
 
 
+def db_copy(argv: list[str] | None = None) -> int:
+    return _run("db-copy", argv)
+
+
 def _run(program: str, argv: list[str] | None) -> int:
     try:
         module = __import__(f"{__package__}.{program.replace('-', '_')}", fromlist=["main"])
