@@ -22,6 +22,7 @@ from sqlalchemy import Connection, MetaData, Table, exists, insert, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SAWarning
 
+from ..models.base import Base  # models/__init__.py, run first, imports every model
 from .checksums import checksum, raw_checksum
 from .config import database_url, parse_database_url
 from .db import (
@@ -33,7 +34,6 @@ from .db import (
     open_database,
 )
 from .errors import MASK, describe, explained, in_memory, name_database
-from ..models.base import Base  # models/__init__.py, run first, imports every model
 from .program import CannotRun, report, run, uninterrupted
 from .schema import database_revisions, read_scripts
 
