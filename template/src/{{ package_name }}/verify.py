@@ -36,6 +36,7 @@ from sqlalchemy import Table
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Mapper
 
+from .behaviour import check_behaviour
 from .bundle import Expected
 from .checksums import mapped_columns, orm_checksum, raw_checksum
 from .config import MIGRATIONS_DIR, where_alembic_works
@@ -140,6 +141,7 @@ def verify(
     result.checks += [
         revision,
         _checked(database, "schema", _check_schema, database),
+        _checked(database, "behaviour", check_behaviour, database.connection, script),
         _checked(database, "integrity", _check_integrity, database),
     ]
     for mapper in sorted(Base.registry.mappers, key=lambda mapper: str(mapper.local_table)):
