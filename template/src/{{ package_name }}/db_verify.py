@@ -3,6 +3,7 @@
 import argparse
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from .bundle import BundleError, load_bundle
@@ -33,8 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--expect",
         metavar="BUNDLE",
         type=Path,
-        help="an earlier db-evidence bundle: no table may have lost rows, the revision only "
-        "moved forward",
+        help="an earlier db-evidence bundle: no table may hold fewer rows (a row changed or "
+        "replaced is not refused, only named), the revision only moved forward",
+    )
+    parser.add_argument(
+        "--same-rows",
+        action="store_true",
+        help="with --expect: every table must hold exactly the bundle's rows (row counts and "
+        "checksums equal): nothing added, changed, replaced or removed",
     )
     parser.add_argument(
         "--allow-shrink",
@@ -51,6 +58,10 @@ def check(args: argparse.Namespace) -> int:
         expected = load_bundle(args.expect) if args.expect else None
     except BundleError as exc:
         raise CannotRun(str(exc)) from None
+    if args.same_rows:
+        if expected is None:
+            raise CannotRun("--same-rows compares with a bundle: give it with --expect BUNDLE")
+        expected = replace(expected, same_rows=True)
     with connect(database_url()) as database:
         result = verify(database, expected, args.allow_shrink)
     report(json.dumps(result.as_dict(), indent=2) if args.json else result.as_lines())

@@ -278,14 +278,26 @@ def _check_rows_kept(
 ) -> Verdict:
     lost: list[str] = []
     allowed: list[str] = []
+    changed: list[str] = []  # the same or more rows, but not the same rows
     for table, before in sorted(expected.rows.items()):
-        now = tables[table].rows if table in tables else 0
-        if now < before:
-            (allowed if table in allow_shrink else lost).append(f"{table} {before} -> {now}")
+        now = tables[table] if table in tables else TableData(0, "")
+        if now.rows < before:
+            (allowed if table in allow_shrink else lost).append(f"{table} {before} -> {now.rows}")
+        elif expected.checksums.get(table, now.checksum) != now.checksum:
+            changed.append(f"{table} {before} -> {now.rows}")
     if lost:
         return False, f"rows lost {since}: {', '.join(lost)} (--allow-shrink TABLE if meant)"
+    if changed and expected.same_rows:
+        return False, f"rows not the same {since} (checksum differs): {', '.join(changed)}"
+    if expected.same_rows:
+        return True, f"every table holds the same rows {since} (counts and checksums)"
     return True, f"no table lost rows {since}" + (
         f" (allowed: {', '.join(allowed)})" if allowed else ""
+    ) + (
+        f"; rows added, changed or replaced: {', '.join(changed)} (checksum differs; "
+        "--same-rows refuses that)"
+        if changed
+        else ""
     )
 
 
