@@ -19,7 +19,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         name="db-verify",
         description=(
             "Check the database through other paths than the programs use: Alembic's revision, "
-            "the schema against the models, the database's own integrity checks, and every "
+            "the schema against the models, what makes it behave (CHECK conditions, key "
+            "numbering, collations, triggers), the database's own integrity checks, and every "
             "table read by the ORM and by raw SQL. Exit 0: all hold; 1: a check failed; "
             "2: it could not run, or a check could not verify (writes in progress)."
         ),

@@ -8,12 +8,15 @@ check here takes a different road to the same fact:
 - schema: Alembic's comparison of the database with the models (what `alembic check` runs),
   and every named constraint and index of the models' tables compared by reflection
   (schema_diff.py);
+- behaviour: the catalog read directly, for CHECK conditions, the key's numbering, collations
+  and triggers the migrations did not create (behaviour.py);
 - integrity: the database's own checks, on a raw driver connection (on SQLite one that could
   write but refuses to, the only kind on which integrity_check verifies CHECK constraints);
 - data: every mapped table read twice, through the ORM and with plain SQL on a new raw
   DB-API connection (sqlite3 read-only, or psycopg), the two row counts and checksums equal
   (checksums.py);
-- with an earlier evidence bundle (bundle.py): no table lost rows, the revision went forward.
+- with an earlier evidence bundle (bundle.py): no table lost rows (with --same-rows, every
+  table holds the same rows), the revision went forward.
 
 verify() runs them in that order, each a plain call that returns its verdict, and what it
 found where a later check needs it. A check that cannot reach a verdict (a table written on
