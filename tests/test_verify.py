@@ -192,3 +192,25 @@ def test_a_wrong_password_exits_2_in_one_line_without_showing_it(
     assert len(result.stderr.splitlines()) == 1
     assert_shows_no_password(result)
     assert not (tmp_path / "bundle").exists()
+
+
+def test_a_role_that_may_not_read_the_sequence_is_told_so_and_not_failed(
+    postgres_project: Path,
+    postgres: PostgresServer,
+    new_database: Callable[[str], str],
+) -> None:
+    # a verifying role granted SELECT on the tables only: the sequence's state is unreadable
+    name = new_database("verify_reader")
+    env = {"DATABASE_URL": postgres.url(name)}
+    ok(run_program(postgres_project, "alembic", "upgrade", "head", env=env))
+    ok(run_program(postgres_project, "write-once", env=env))
+    reader = f"reader_{name}"
+    postgres.psql(f"CREATE ROLE {reader} LOGIN PASSWORD '{PASSWORD}'")
+    postgres.psql(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {reader}", name)
+
+    verified = run_program(
+        postgres_project, "db-verify", env={"DATABASE_URL": postgres.url(name, user=reader)}
+    )
+
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "; not read (no SELECT privilege): markers_id_seq" in verified.stdout

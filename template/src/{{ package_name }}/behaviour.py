@@ -43,13 +43,20 @@ CREATED = re.compile(
 def check_behaviour(connection: Connection, script: ScriptDirectory) -> tuple[bool, str]:
     """verify.py's behaviour check: its verdict and why, in one line."""
     scripts = [Path(revision.path) for revision in script.walk_revisions()]
-    if differences := behaviour_differences(connection, scripts):
+    differences, unread = behaviour_differences(connection, scripts)
+    if differences:
         return False, f"{len(differences)} difference(s): {'; '.join(differences)}"
-    return True, "CHECK conditions, key numbering, collations and triggers as the models say"
+    passed = "CHECK conditions, key numbering, collations and triggers as the models say"
+    if unread:  # a role that may not read a sequence: said, not taken for a failure
+        passed += f"; not read (no SELECT privilege): {', '.join(unread)}"
+    return True, passed
 
 
-def behaviour_differences(connection: Connection, scripts: Iterable[Path]) -> list[str]:
-    """How the database would behave otherwise than the models declare, in words; [] if none.
+def behaviour_differences(
+    connection: Connection, scripts: Iterable[Path]
+) -> tuple[list[str], list[str]]:
+    """How the database would behave otherwise than the models declare, in words ([] if
+    none), and the sequences it could not read.
 
     scripts: the migration scripts' files, whose source names the triggers and rules that
     migrations create.
@@ -57,7 +64,7 @@ def behaviour_differences(connection: Connection, scripts: Iterable[Path]) -> li
     created = migration_created(scripts)
     tables = {table.name: table for table in Base.metadata.tables.values()}
     if connection.dialect.name == "sqlite":
-        return _sqlite(connection, tables, created)
+        return _sqlite(connection, tables, created), []
     return _postgresql(connection, tables, created)
 
 
@@ -249,7 +256,9 @@ SELECT 'rule', t.relname, r.rulename, NULL, NULL, NULL, NULL
 FROM t JOIN pg_rewrite r ON r.ev_class = t.oid AND r.rulename <> '_RETURN'
 UNION ALL
 SELECT 'key', t.relname, a.attname, pg_get_expr(d.adbin, d.adrelid), a.attidentity::text,
-  q.seqrelid::regclass::text, q.seqincrement
+  q.seqrelid::regclass::text,
+  -- NULL: a sequence this role may not read
+  CASE WHEN has_sequence_privilege(q.seqrelid, 'SELECT') THEN q.seqincrement END
 FROM t JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = ANY (%(keys)s)
 LEFT JOIN pg_attrdef d ON d.adrelid = t.oid AND d.adnum = a.attnum
 LEFT JOIN pg_sequence q ON q.seqrelid = COALESCE(
@@ -262,10 +271,13 @@ ORDER BY 1, 2, 3
 """
 
 # an autoincrement key's default (its SQL), identity ('a', 'd' or ''), sequence and increment
+# (None: the sequence is not readable)
 Key = tuple[str | None, str, str | None, int | None]
 
 
-def _postgresql(connection: Connection, tables: dict[str, Table], created: set[str]) -> list[str]:
+def _postgresql(
+    connection: Connection, tables: dict[str, Table], created: set[str]
+) -> tuple[list[str], list[str]]:
     keys = {name: table.autoincrement_column for name, table in tables.items()}
     key_names = sorted({key.name for key in keys.values() if key is not None})
     rows = connection.exec_driver_sql(CATALOG, {"tables": sorted(tables), "keys": key_names})
@@ -288,7 +300,8 @@ def _postgresql(connection: Connection, tables: dict[str, Table], created: set[s
     said += _postgresql_checks(connection, tables, checks)
     for name in sorted(present):
         said += _collation_differences(name, tables[name], collations.get(name, {}), "default")
-    return said + _postgresql_keys(connection, keys, found_keys)
+    keyed, unread = _postgresql_keys(connection, keys, found_keys)
+    return said + keyed, unread
 
 
 def _postgresql_checks(
@@ -337,9 +350,9 @@ def _postgresql_checks(
 
 def _postgresql_keys(
     connection: Connection, keys: dict[str, Column[Any] | None], found: dict[str, Key]
-) -> list[str]:
+) -> tuple[list[str], list[str]]:
     """Each autoincrement key draws from a sequence whose next value is past its largest."""
-    said = []
+    said, unread = [], []
     reads = []
     quote = connection.dialect.identifier_preparer.quote
     for name, key in sorted(keys.items()):
@@ -353,12 +366,15 @@ def _postgresql_keys(
                 "new rows; an insert without it fails"
             )
             continue
+        if increment is None:
+            unread.append(sequence)
+            continue
         reads.append(
             f"SELECT '{name}'::text, (SELECT max({quote(key.name)}) FROM {quote(name)})::bigint, "
-            f"s.last_value, s.is_called, {int(increment or 1)} FROM {sequence} s"
+            f"s.last_value, s.is_called, {int(increment)} FROM {sequence} s"
         )
     if not reads:
-        return said
+        return said, unread
     for name, largest, last, called, increment in connection.exec_driver_sql(
         " UNION ALL ".join(reads)
     ):
@@ -369,4 +385,4 @@ def _postgresql_keys(
                 f"{column}: its sequence's next value is {upcoming}, not past the largest "
                 f"{largest}; inserts will collide with stored rows"
             )
-    return said
+    return said, unread
