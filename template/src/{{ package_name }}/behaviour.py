@@ -15,8 +15,8 @@ compares, for the models' tables:
 - triggers and rules: each must be one a migration script creates (its name follows CREATE
   TRIGGER or CREATE RULE in a revision's source); any other is named.
 
-The catalog is read once for every table: one query on PostgreSQL (then one EXPLAIN for every
-CHECK condition, one read of the keys' largest values and their sequences), sqlite_master once
+The catalog is read once for every table: one query on PostgreSQL (then one EXPLAIN for all
+CHECK conditions, one read of the keys' largest values and their sequences), sqlite_master once
 on SQLite. What this does not see: a trigger a migration created whose body was replaced by
 hand under the same name, and a function such a trigger calls.
 """
