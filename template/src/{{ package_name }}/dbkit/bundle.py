@@ -6,21 +6,37 @@ evidence.schema.json beside this module), evidence.md (the same for people), sch
 (the database's schema as it is) and migrations.sql (`alembic upgrade --sql` from base to
 head, for review). evidence.json holds `db-verify --json`'s object (Verification.as_dict())
 and the release's facts around it; evidence.py collects them. `db-verify --expect` reads a
-bundle back, of this format or the previous one.
+bundle back, of this format or the two before it.
 """
 
 import json
-from dataclasses import dataclass
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import first_line
 
 SCHEMA_PATH = Path(__file__).with_name("evidence.schema.json")
-# evidence.json's layout; a change that breaks its readers bumps it. 3: db-verify --json's
-# object at the top level (tables, current, heads, backend, database as the masked URL), where
-# format 2 had row_counts, checksums, alembic.current and alembic.heads, and database.url
-FORMAT_VERSION = 3
+# evidence.json's layout; a change that breaks its readers bumps it. 4: the verdict
+# pass-untested, for every check held and the tests not run (format 3 said pass). 3: db-verify
+# --json's object at the top level (tables, current, heads, backend, database as the masked
+# URL), where format 2 had row_counts, checksums, alembic.current and alembic.heads, and
+# database.url
+FORMAT_VERSION = 4
+
+
+# what a verdict means, in evidence.md beside it
+VERDICTS = {
+    "pass": ": every check held and every test passed",
+    "pass-untested": (
+        ": every check held; the tests were not run (`db-evidence --run-tests` runs them), "
+        "so this is not a pass"
+    ),
+    "fail": ": a check failed, or a test did",
+}
 
 
 class BundleError(Exception):
@@ -34,13 +50,17 @@ class Expected:
     created_at: str
     rows: dict[str, int]
     current: list[str]
+    checksums: dict[str, str] = field(default_factory=dict)
+    # --same-rows: every table must hold exactly these rows (counts and checksums equal);
+    # otherwise only that none holds fewer
+    same_rows: bool = False
 
 
 def load_bundle(path: Path) -> Expected:
     """What the evidence.json of a bundle folder (or the file itself) says, or BundleError.
 
-    Format 3, and format 2 (the previous release's): a user compares a database with their
-    last release's bundle after updating the project.
+    Formats 4 and 3 (the same fields), and format 2: a user compares a database with an
+    earlier release's bundle after updating the project.
     """
     file = path / "evidence.json" if path.is_dir() else path
     try:
@@ -53,12 +73,16 @@ def load_bundle(path: Path) -> Expected:
     if isinstance(bundle.get("tables"), dict) and isinstance(bundle.get("current"), list):
         tables, current = bundle["tables"].items(), bundle["current"]
         rows = {name: table.get("rows") for name, table in tables if isinstance(table, dict)}
+        sums: dict[Any, Any] = {
+            name: table.get("checksum") for name, table in tables if isinstance(table, dict)
+        }
     elif (
         isinstance(bundle.get("row_counts"), dict)
         and isinstance(alembic, dict)
         and isinstance(alembic.get("current"), list)
     ):  # format 2
         rows, current = bundle["row_counts"], alembic["current"]
+        sums = bundle["checksums"] if isinstance(bundle.get("checksums"), dict) else {}
     else:
         raise BundleError(
             f"{file} is not an evidence bundle (no tables and current, nor row_counts "
@@ -68,20 +92,41 @@ def load_bundle(path: Path) -> Expected:
         str(bundle.get("created_at") or "an unknown time"),
         {str(name): count for name, count in rows.items() if isinstance(count, int)},
         [str(revision) for revision in current],
+        {str(name): value for name, value in sums.items() if isinstance(value, str)},
     )
 
 
 def write_bundle(output: Path, evidence: dict[str, Any], schema: str, migrations: str) -> None:
-    """The bundle's four files in output, which must be new or empty."""
-    output.mkdir(parents=True, exist_ok=True)
+    """The bundle's four files in output, which must be new or empty.
+
+    Written in a folder beside it first, and moved into place only once every file is
+    complete: a failure midway (a full disk) leaves no bundle, never part of one.
+    """
     files = {
         "evidence.json": json.dumps(evidence, indent=2, ensure_ascii=False) + "\n",
         "evidence.md": as_markdown(evidence),
         "schema.sql": schema,
         "migrations.sql": migrations,
     }
-    for name, text in files.items():
-        (output / name).write_text(text, encoding="utf-8")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    aside = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent))
+    try:
+        for name, text in files.items():
+            with (aside / name).open("w", encoding="utf-8") as file:
+                file.write(text)
+                file.flush()
+                os.fsync(file.fileno())  # on disk before the move makes it the bundle
+        aside.chmod(0o777 & ~_umask())  # mkdtemp's 0700, as mkdir would have made it
+        aside.replace(output)  # replaces an empty folder; refuses one that has files
+    except BaseException:
+        shutil.rmtree(aside, ignore_errors=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def as_markdown(evidence: dict[str, Any]) -> str:
@@ -93,7 +138,7 @@ def as_markdown(evidence: dict[str, Any]) -> str:
     lines = [
         f"# Release evidence: {project['name']} {project['version']}",
         "",
-        f"Verdict: **{evidence['verdict']}**",
+        f"Verdict: **{evidence['verdict']}**" + VERDICTS.get(evidence["verdict"], ""),
         "",
         f"- Time (UTC): {evidence['created_at']}",
         f"- Commit: {commit}",

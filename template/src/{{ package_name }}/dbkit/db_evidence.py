@@ -23,8 +23,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=(
             "Verify the database (as db-verify does) and write the release evidence bundle: "
             "evidence.json, evidence.md, schema.sql and migrations.sql. Prints the bundle's "
-            "folder. Exit 0: verdict pass; 1: verdict fail (the bundle is still written); "
-            "2: it could not run."
+            "folder. Exit 0: verdict pass (every check held, every test passed) or "
+            "pass-untested (every check held, tests not run: no --run-tests); 1: verdict fail "
+            "(the bundle is still written); 2: it could not run (no bundle is left)."
         ),
         arguments=add_arguments,
         work=gather,
@@ -71,4 +72,4 @@ def gather(args: argparse.Namespace) -> int:
     if warning := tests_elsewhere(evidence):
         print(f"db-evidence: warning: {warning}", file=sys.stderr)
     report(str(output))
-    return 0 if evidence["verdict"] == "pass" else 1
+    return 1 if evidence["verdict"] == "fail" else 0

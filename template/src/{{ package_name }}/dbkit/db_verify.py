@@ -4,6 +4,7 @@
 import argparse
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from .bundle import BundleError, load_bundle
@@ -19,7 +20,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         name="db-verify",
         description=(
             "Check the database through other paths than the programs use: Alembic's revision, "
-            "the schema against the models, the database's own integrity checks, and every "
+            "the schema against the models, what makes it behave (CHECK conditions, key "
+            "numbering, collations, triggers), the database's own integrity checks, and every "
             "table read by the ORM and by raw SQL. Exit 0: all hold; 1: a check failed; "
             "2: it could not run, or a check could not verify (writes in progress)."
         ),
@@ -34,8 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--expect",
         metavar="BUNDLE",
         type=Path,
-        help="an earlier db-evidence bundle: no table may have lost rows, the revision only "
-        "moved forward",
+        help="an earlier db-evidence bundle: no table may hold fewer rows (a row changed or "
+        "replaced is not refused, only named), the revision only moved forward",
+    )
+    parser.add_argument(
+        "--same-rows",
+        action="store_true",
+        help="with --expect: every table must hold exactly the bundle's rows (row counts and "
+        "checksums equal): nothing added, changed, replaced or removed",
     )
     parser.add_argument(
         "--allow-shrink",
@@ -52,6 +60,10 @@ def check(args: argparse.Namespace) -> int:
         expected = load_bundle(args.expect) if args.expect else None
     except BundleError as exc:
         raise CannotRun(str(exc)) from None
+    if args.same_rows:
+        if expected is None:
+            raise CannotRun("--same-rows compares with a bundle: give it with --expect BUNDLE")
+        expected = replace(expected, same_rows=True)
     with connect(database_url()) as database:
         result = verify(database, expected, args.allow_shrink)
     report(json.dumps(result.as_dict(), indent=2) if args.json else result.as_lines())

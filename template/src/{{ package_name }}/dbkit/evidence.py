@@ -48,7 +48,14 @@ def collect(
     """evidence.json's content and schema.sql's text."""
     result = verify(database)
     snapshot = schema_snapshot(database.connection)
-    verdict_holds = result.ok and (tests is None or _tests_passed(tests))
+    # pass only for a bundle whose tests ran and passed: checks alone are pass-untested
+    verdict = (
+        "fail"
+        if not result.ok or (tests is not None and not _tests_passed(tests))
+        else "pass-untested"
+        if tests is None
+        else "pass"
+    )
     evidence = {
         "format": FORMAT_VERSION,
         "project": _project(),
@@ -64,7 +71,7 @@ def collect(
         "schema_hash": schema_hash(snapshot),
         **result.as_dict(),  # db-verify --json's object: ok, database, ..., tables, checks
         "tests": tests,
-        "verdict": "pass" if verdict_holds else "fail",
+        "verdict": verdict,
     }
     return evidence, schema_sql(database)
 

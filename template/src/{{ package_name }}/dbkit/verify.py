@@ -9,12 +9,15 @@ check here takes a different road to the same fact:
 - schema: Alembic's comparison of the database with the models (what `alembic check` runs),
   and every named constraint and index of the models' tables compared by reflection
   (schema_diff.py);
+- behaviour: the catalog read directly, for CHECK conditions, the key's numbering, collations
+  and triggers the migrations did not create (behaviour.py);
 - integrity: the database's own checks, on a raw driver connection (on SQLite one that could
   write but refuses to, the only kind on which integrity_check verifies CHECK constraints);
 - data: every mapped table read twice, through the ORM and with plain SQL on a new raw
   DB-API connection (sqlite3 read-only, or psycopg), the two row counts and checksums equal
   (checksums.py);
-- with an earlier evidence bundle (bundle.py): no table lost rows, the revision went forward.
+- with an earlier evidence bundle (bundle.py): no table lost rows (with --same-rows, every
+  table holds the same rows), the revision went forward.
 
 verify() runs them in that order, each a plain call that returns its verdict, and what it
 found where a later check needs it. A check that cannot reach a verdict (a table written on
@@ -38,6 +41,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Mapper
 
 from ..models.base import Base  # models/__init__.py, run first, imports every model
+from .behaviour import check_behaviour
 from .bundle import Expected
 from .checksums import mapped_columns, orm_checksum, raw_checksum
 from .config import MIGRATIONS_DIR, where_alembic_works
@@ -141,6 +145,7 @@ def verify(
     result.checks += [
         revision,
         _checked(database, "schema", _check_schema, database),
+        _checked(database, "behaviour", check_behaviour, database.connection, script),
         _checked(database, "integrity", _check_integrity, database),
     ]
     for mapper in sorted(Base.registry.mappers, key=lambda mapper: str(mapper.local_table)):
@@ -277,14 +282,26 @@ def _check_rows_kept(
 ) -> Verdict:
     lost: list[str] = []
     allowed: list[str] = []
+    changed: list[str] = []  # the same or more rows, but not the same rows
     for table, before in sorted(expected.rows.items()):
-        now = tables[table].rows if table in tables else 0
-        if now < before:
-            (allowed if table in allow_shrink else lost).append(f"{table} {before} -> {now}")
+        now = tables[table] if table in tables else TableData(0, "")
+        if now.rows < before:
+            (allowed if table in allow_shrink else lost).append(f"{table} {before} -> {now.rows}")
+        elif expected.checksums.get(table, now.checksum) != now.checksum:
+            changed.append(f"{table} {before} -> {now.rows}")
     if lost:
         return False, f"rows lost {since}: {', '.join(lost)} (--allow-shrink TABLE if meant)"
+    if changed and expected.same_rows:
+        return False, f"rows not the same {since} (checksum differs): {', '.join(changed)}"
+    if expected.same_rows:
+        return True, f"every table holds the same rows {since} (counts and checksums)"
     return True, f"no table lost rows {since}" + (
         f" (allowed: {', '.join(allowed)})" if allowed else ""
+    ) + (
+        f"; rows added, changed or replaced: {', '.join(changed)} (checksum differs; "
+        "--same-rows refuses that)"
+        if changed
+        else ""
     )
 
 
