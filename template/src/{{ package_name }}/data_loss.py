@@ -142,9 +142,12 @@ class _Guard:
         if self.migration is None:
             return False
         try:
-            return context.get_context() is self.migration
-        except NameError:  # no environment: env.py has finished
-            return False
+            if context.get_context() is self.migration:
+                return True
+        except (NameError, AttributeError):  # no environment (Alembic's proxy): env.py ended
+            pass
+        self.migration = None  # for good: a later run on this connection calls watch() again
+        return False
 
     def check(self, connection: Connection, sql: str) -> None:
         if match := _DROP_TABLE.fullmatch(sql):
@@ -154,7 +157,7 @@ class _Guard:
             dropped = _unquote(match["column"])
             held = _count_values(connection, match["table"], dropped)
             if held:
-                self.refuse(connection, _holds(match["table"], dropped, held), "drop_column")
+                self.refuse(_holds(match["table"], dropped, held), "drop_column")
         elif match := _ALTER_TYPE.fullmatch(sql):
             column = match["column"]
             converted = match["using"] or column
@@ -177,24 +180,20 @@ class _Guard:
         if any(copy.target == key and _exists(connection, copy.source) for copy in self.copies):
             return
         copies = [
-            copy
-            for copy in self.copies
-            if copy.source == key and _exists(connection, copy.target) is not None
+            copy for copy in self.copies if copy.source == key and _exists(connection, copy.target)
         ]
         kept = max((_count_rows(connection, _raw(copy.target)) for copy in copies), default=0)
         if kept < rows:
             what = f"table {_shown(table)} holds {_count(rows, 'row')}"
             if copies:
                 what += f", {_count(rows - kept, 'row')} of them not copied"
-            self.refuse(connection, what, "drop_table")
+            self.refuse(what, "drop_table")
         read: set[str] = set()
         for copy in copies:
-            if copy.columns is None:
-                return
-            read |= copy.columns
+            read |= copy.columns if copy.columns is not None else _lowered(connection, table)
         for column in _columns(connection, table):
             if column.lower() not in read and (held := _count_values(connection, table, column)):
-                self.refuse(connection, _holds(table, column, held), "drop_column")
+                self.refuse(_holds(table, column, held), "drop_column")
         self.copies = [copy for copy in self.copies if copy.source != key]
 
     def copying(self, connection: Connection, target: str, source: str, select: str) -> None:
@@ -223,12 +222,10 @@ class _Guard:
                 f"column {_shown(table)}.{name} holds {_count(changed, 'value')} that "
                 f"{new_type.strip()} does not keep"
             )
-            self.refuse(connection, what, "alter_column", "change stored values")
+            self.refuse(what, "alter_column", "change stored values")
 
-    def refuse(
-        self, connection: Connection, what: str, operation: str, would: str = "delete data"
-    ) -> None:
-        where = _running_revision(connection, self.migration)
+    def refuse(self, what: str, operation: str, would: str = "delete data") -> None:
+        where = _running_revision(self.migration)
         raise DatabaseSetupError(
             f"the migration would {would}, nothing changed: {what} ({operation} in {where}); "
             f"{ALLOW}"
@@ -262,17 +259,24 @@ def _changed_by_cast(
         return int(connection.exec_driver_sql(query).scalar() or 0)
     # a value the cast refuses fails the statement itself, and changes nothing; the
     # savepoint keeps the migration's transaction usable for that statement's own error
-    connection.exec_driver_sql("SAVEPOINT data_loss_guard")
+    try:
+        connection.exec_driver_sql("SAVEPOINT data_loss_guard")
+    except DBAPIError:
+        saved = False  # in an autocommit_block(): no transaction to keep usable
+    else:
+        saved = True
     try:
         changed = int(connection.exec_driver_sql(query).scalar() or 0)
     except DBAPIError:
-        connection.exec_driver_sql("ROLLBACK TO SAVEPOINT data_loss_guard")
-        return 0
-    connection.exec_driver_sql("RELEASE SAVEPOINT data_loss_guard")
+        changed = 0
+        if saved:
+            connection.exec_driver_sql("ROLLBACK TO SAVEPOINT data_loss_guard")
+    if saved:
+        connection.exec_driver_sql("RELEASE SAVEPOINT data_loss_guard")
     return changed
 
 
-def _running_revision(connection: Connection, migration: MigrationContext | None) -> str:
+def _running_revision(migration: MigrationContext | None) -> str:
     """'the upgrade of revision X' (or downgrade) for the revision that runs now.
 
     Alembic records each revision in alembic_version as it finishes, inside the migrations'
@@ -330,6 +334,10 @@ def _columns(connection: Connection, table: str) -> list[str]:
     if not _exists(connection, (schema, name)):
         return []
     return [found["name"] for found in inspect(connection).get_columns(name, schema=schema)]
+
+
+def _lowered(connection: Connection, table: str) -> set[str]:
+    return {column.lower() for column in _columns(connection, table)}
 
 
 def _exists(connection: Connection, key: tuple[str | None, str]) -> bool:
