@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-data-loss",
         action="store_true",
-        help="let a migration drop a table that holds rows or a column that holds values "
+        help="let a migration drop a table that holds rows or a column that holds values, "
+        "or change a column's type so that stored values change "
         "(as alembic -x allow_data_loss=true)",
     )
 
