@@ -1,23 +1,24 @@
 """README.md's erDiagram of the tables matches the models, as paracelsus draws them now."""
 
 import subprocess
-import sys
 from pathlib import Path
 
+from tests.conftest import SCRIPTS
+
 PROJECT = Path(__file__).resolve().parents[1]
-REFRESH = "uv run paracelsus inject README.md"
+REDRAW = "uv run paracelsus inject README.md"
 
 
 def test_the_readme_diagram_matches_the_models() -> None:
     # paracelsus reads [tool.paracelsus] in pyproject.toml: which base, which models
     checked = subprocess.run(
-        [sys.executable, "-m", "paracelsus.cli", "inject", "README.md", "--check"],
+        [SCRIPTS / "paracelsus", "inject", "README.md", "--check"],
         cwd=PROJECT,
         capture_output=True,
         text=True,
         check=False,
     )
     assert checked.returncode == 0, (
-        f"README.md's diagram of the tables no longer matches the models: run `{REFRESH}` "
+        f"README.md's diagram of the tables no longer matches the models: run `{REDRAW}` "
         f"and commit README.md\n{checked.stdout}{checked.stderr}"
     )
