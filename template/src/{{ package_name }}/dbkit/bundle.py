@@ -2,11 +2,11 @@
 """The evidence bundle's format: its files, evidence.json's layout, and reading one back.
 
 A bundle is a folder of four files: evidence.json (machine-readable, following
-evidence.schema.json beside this module), evidence.md (the same for people), schema.sql
-(the database's schema as it is) and migrations.sql (`alembic upgrade --sql` from base to
-head, for review). evidence.json holds `db-verify --json`'s object (Verification.as_dict())
-and the release's facts around it; evidence.py collects them. `db-verify --expect` reads a
-bundle back, of this format or the two before it.
+evidence.schema.json beside this module), evidence.md (the same for people, with the schema
+drawn), schema.sql (the database's schema as it is) and migrations.sql (`alembic upgrade
+--sql` from base to head, for review). evidence.json holds `db-verify --json`'s object
+(Verification.as_dict()) and the release's facts around it; evidence.py collects them.
+`db-verify --expect` reads a bundle back, of this format or the two before it.
 """
 
 import json
@@ -96,15 +96,18 @@ def load_bundle(path: Path) -> Expected:
     )
 
 
-def write_bundle(output: Path, evidence: dict[str, Any], schema: str, migrations: str) -> None:
-    """The bundle's four files in output, which must be new or empty.
+def write_bundle(
+    output: Path, evidence: dict[str, Any], schema: str, migrations: str, diagram: str
+) -> None:
+    """The bundle's four files in output, which must be new or empty; diagram, the schema's
+    Mermaid erDiagram, goes in evidence.md.
 
     Written in a folder beside it first, and moved into place only once every file is
     complete: a failure midway (a full disk) leaves no bundle, never part of one.
     """
     files = {
         "evidence.json": json.dumps(evidence, indent=2, ensure_ascii=False) + "\n",
-        "evidence.md": as_markdown(evidence),
+        "evidence.md": as_markdown(evidence, diagram),
         "schema.sql": schema,
         "migrations.sql": migrations,
     }
@@ -129,8 +132,8 @@ def _umask() -> int:
     return mask
 
 
-def as_markdown(evidence: dict[str, Any]) -> str:
-    """evidence.json for people: the verdict first, then what it rests on."""
+def as_markdown(evidence: dict[str, Any], diagram: str) -> str:
+    """evidence.json for people: the verdict first, then what it rests on, and the schema."""
     project, git, versions = evidence["project"], evidence["git"], evidence["versions"]
     commit = git["commit"] or "not a git repository"
     if git["dirty"]:
@@ -155,6 +158,14 @@ def as_markdown(evidence: dict[str, Any]) -> str:
             f"| {name} | {table['rows']} | `{table['checksum']}` |"
             for name, table in evidence["tables"].items()
         ),
+        "",
+        "## Schema, as the database holds it",
+        "",
+        "Reflected from the database, not drawn from the models (schema.sql has all of it):",
+        "",
+        "```mermaid",
+        diagram.rstrip("\n"),
+        "```",
         "",
         "## Checks (db-verify)",
         "",

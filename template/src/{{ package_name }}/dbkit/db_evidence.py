@@ -63,8 +63,8 @@ def gather(args: argparse.Namespace) -> int:
         url = database_url()
         # a database error past the checks (reading the schema) is told like the others
         with connect(url) as database, explained(url):
-            evidence, schema = collect(database, now, tests)
-        write_bundle(output, evidence, schema, migrations_sql())
+            evidence, schema, diagram = collect(database, now, tests)
+        write_bundle(output, evidence, schema, migrations_sql(), diagram)
     except CommandError as exc:  # from rendering migrations.sql
         raise CannotRun(f"alembic: {exc}") from None
     except OSError as exc:

@@ -2,8 +2,8 @@
 """The release evidence: what was verified, on which database, from which commit, tested how.
 
 collect() gathers it for the bundle (bundle.py writes it): db-verify's result, the project
-and its commit, the versions, the schema as the database holds it and its hash, and the
-tests' counts when run. Nothing in it holds a password: URLs are written masked.
+and its commit, the versions, the schema as the database holds it, its hash and its diagram,
+and the tests' counts when run. Nothing in it holds a password: URLs are written masked.
 """
 
 import hashlib
@@ -28,6 +28,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from .bundle import FORMAT_VERSION
 from .config import IN_SOURCE_CHECKOUT, PROJECT_ROOT, parse_database_url, test_database_setting
+from .diagram import er_diagram
 from .errors import DatabaseSetupError, describe
 from .migrate import alembic_config
 from .schema_diff import reflecting
@@ -44,8 +45,9 @@ def default_output(now: datetime) -> Path:
 
 def collect(
     database: Database, now: datetime, tests: dict[str, Any] | None = None
-) -> tuple[dict[str, Any], str]:
-    """evidence.json's content and schema.sql's text."""
+) -> tuple[dict[str, Any], str, str]:
+    """evidence.json's content, schema.sql's text and the schema's erDiagram (from the
+    database, as reflected: see diagram.py)."""
     result = verify(database)
     snapshot = schema_snapshot(database.connection)
     # pass only for a bundle whose tests ran and passed: checks alone are pass-untested
@@ -73,7 +75,7 @@ def collect(
         "tests": tests,
         "verdict": verdict,
     }
-    return evidence, schema_sql(database)
+    return evidence, schema_sql(database), er_diagram(snapshot)
 
 
 def schema_snapshot(connection: Connection) -> dict[str, Any]:
