@@ -7,6 +7,7 @@ environment variables that override them, not to wait the defaults out.
 """
 
 import shutil
+import signal
 import sqlite3
 import subprocess
 import time
@@ -21,7 +22,13 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, func, inspect, select, table, text
 from sqlalchemy.engine import URL
 
-from tests.conftest import SCRIPTS, Run, migrations_plus, scratch_env
+from tests.conftest import (
+    SCRIPTS,
+    Run,
+    migrations_plus,
+    restore_sigint,
+    scratch_env,
+)
 
 NOTE_REVISION = """
 import sqlalchemy as sa
@@ -84,8 +91,8 @@ def count_markers(engine: Engine) -> int:
         return connection.scalar(select(func.count()).select_from(MARKERS)) or 0
 
 
-def db_migrate(scratch: Path) -> "subprocess.Popen[str]":
-    environment = {**scratch_env(scratch), "MIGRATION_LOCK_TIMEOUT": str(MIGRATION_LOCK_TIMEOUT)}
+def db_migrate(scratch: Path, lock: float = MIGRATION_LOCK_TIMEOUT) -> "subprocess.Popen[str]":
+    environment = {**scratch_env(scratch), "MIGRATION_LOCK_TIMEOUT": str(lock)}
     return subprocess.Popen(
         [SCRIPTS / "db-migrate"],
         cwd=scratch,
@@ -301,4 +308,213 @@ def test_a_lock_timeout_that_is_not_a_number_is_refused_in_one_line(
     assert result.stderr == (
         "read-later: error: DATABASE_LOCK_TIMEOUT must be a number of seconds above 0, "
         "not 'soon'; unset it for the default (30)\n"
+    )
+
+
+# what a deploy role's URL looks like when someone pastes it into application_name
+PASTED_URL = "postgresql://deploy:hunter2@db.example.com/app"
+MIGRATIONS_LOCK = "SELECT pg_advisory_xact_lock(2026112501)"
+
+
+@pytest.mark.parametrize("command", [("db-migrate",), ("alembic", "current"), ("alembic", "check")])
+def test_a_command_behind_another_migrations_lock_gives_up_by_its_deadline_naming_the_holder(
+    command: tuple[str, ...],
+    migrated: URL,
+    engine: Engine,
+    run: Run,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    postgresql_only(migrated)
+    monkeypatch.setenv("MIGRATION_LOCK_TIMEOUT", "0.25")  # the deadline: 4 x 0.25 + pauses
+    holder = f"SELECT set_config('application_name', '{PASTED_URL}', false), {MIGRATIONS_LOCK[7:]}"
+    with blocker(engine, holder) as pid:
+        result = run(*command)
+        # it ended while the holder still holds the lock: it did not wait it out
+        assert waiting_behind_nobody(engine)
+    said = result.stderr if command[0] == "db-migrate" else result.stdout
+    assert result.returncode != 0, said
+    assert f"another migration holds the migrations' lock: pid {pid} (" in said, said
+    assert "hunter2" not in said and "postgresql://deploy:***@db.example.com/app" in said
+    assert "Traceback" not in result.stderr
+    if command[0] == "db-migrate":
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def waiting(connection: Connection) -> int:
+    """How many sessions wait for a lock."""
+    found = connection.scalar(
+        text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+    )
+    connection.rollback()  # pg_stat_activity is read once per transaction
+    return int(found or 0)
+
+
+def waiting_behind_nobody(engine: Engine) -> bool:
+    """No session waits for the migrations' lock any more."""
+    with engine.connect() as connection:
+        return not connection.scalar(
+            text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        )
+
+
+INDEX_REVISION = """
+from alembic import op
+
+revision = "1dx0"
+down_revision = "{head}"
+
+
+def upgrade() -> None:
+    with op.get_context().autocommit_block():
+        op.drop_index("ix_markers_name", "markers", if_exists=True, postgresql_concurrently=True)
+        op.create_index("ix_markers_name", "markers", ["name"], postgresql_concurrently=True)
+"""
+
+
+def test_the_concurrent_index_recipe_behind_an_open_writer_gives_up_naming_it(
+    migrated: URL, engine: Engine, scratch: Path, tmp_path: Path
+) -> None:
+    postgresql_only(migrated)
+    added = migrations_plus(tmp_path, INDEX_REVISION) / "versions" / "next_revision.py"
+    shutil.copy(added, scratch / "migrations" / "versions")
+    writer = "INSERT INTO markers (name) VALUES ('left open')"
+    with blocker(engine, writer) as pid:
+        migration = db_migrate(scratch)
+        out, err = migration.communicate(timeout=120)  # (the writer is still open)
+    assert (migration.returncode, out) == (1, ""), err
+    assert err.startswith("db-migrate: error: the migration waited for a lock "), err
+    assert f"held by pid {pid} (" in err and len(err.splitlines()) == 1, err
+    # the failed build left an invalid index: not "nothing changed"
+    assert "nothing changed" not in err and "revision 1dx0" in err, err
+    assert versions(engine) == ["0001"]
+    # once the writer has gone, the same command builds the index (the recipe drops it first)
+    migration = db_migrate(scratch)
+    out, err = migration.communicate(timeout=120)
+    assert (migration.returncode, err) == (0, ""), err
+
+
+def test_migrators_started_together_behind_one_blocker_end_together(
+    migrated: URL, engine: Engine, scratch: Path, tmp_path: Path
+) -> None:
+    postgresql_only(migrated)
+    added = migrations_plus(tmp_path, NOTE_REVISION) / "versions" / "next_revision.py"
+    shutil.copy(added, scratch / "migrations" / "versions")
+    lock = 1.0  # the deadline: 4 x 1 s + pauses of 0.5, 1 and 2 s = 7.5 s
+    with blocker(engine, "SELECT count(*) FROM markers"), engine.connect() as watcher:
+        migrations = [db_migrate(scratch, lock) for _ in range(3)]
+        # from when all three wait (one for the table, two for the migrations' lock): a
+        # loaded machine takes its time to start them
+        while waiting(watcher) < 3 and all(m.poll() is None for m in migrations):
+            time.sleep(0.05)
+        started = time.monotonic()
+        results = [migration.communicate(timeout=120) for migration in migrations]
+        took = time.monotonic() - started
+    # one after the other, each with its own 7.5 s, they would take 22.5 s
+    assert took < 7.5 + MARGIN, took
+    for migration, (out, err) in zip(migrations, results, strict=True):
+        assert (migration.returncode, out) == (1, ""), err
+        assert len(err.splitlines()) == 1 and "nothing changed" in err, err
+
+
+SLEEPING_BLOCK = """
+from alembic import op
+
+revision = "5133"
+down_revision = "{head}"
+
+
+def upgrade() -> None:
+    with op.get_context().autocommit_block():
+        op.execute("SELECT pg_sleep(60)")
+"""
+
+
+def test_ctrl_c_inside_an_autocommit_block_says_interrupted(
+    migrated: URL, engine: Engine, scratch: Path, tmp_path: Path
+) -> None:
+    postgresql_only(migrated)
+    added = migrations_plus(tmp_path, SLEEPING_BLOCK) / "versions" / "next_revision.py"
+    shutil.copy(added, scratch / "migrations" / "versions")
+    migration = subprocess.Popen(
+        [SCRIPTS / "db-migrate"],
+        cwd=scratch,
+        env=scratch_env(scratch),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=restore_sigint,
+    )
+    sleeping = text("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%'")
+    deadline = time.monotonic() + 60
+    with engine.connect() as connection:
+        while not connection.scalar(sleeping) and time.monotonic() < deadline:
+            connection.rollback()
+            time.sleep(0.05)
+    migration.send_signal(signal.SIGINT)
+    out, err = migration.communicate(timeout=60)
+    assert (migration.returncode, out) == (130, "")
+    assert err == "db-migrate: interrupted; the migration was rolled back, nothing changed\n"
+    assert versions(engine) == ["0001"]
+
+
+ROWS_IN_A_BLOCK = """
+from alembic import op
+
+revision = "b10c"
+down_revision = "{head}"
+
+
+def upgrade() -> None:
+    with op.get_context().autocommit_block():
+        op.execute("INSERT INTO markers (name) VALUES ('from a block')")
+"""
+
+SLOW_AFTER_IT = """
+from alembic import op
+
+revision = "510e"
+down_revision = "b10c"
+
+
+def upgrade() -> None:
+    op.execute("SELECT pg_sleep(1)")
+"""
+
+
+def test_a_failure_after_an_autocommit_block_names_what_stays(
+    migrated: URL,
+    alembic_cfg: Config,
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    postgresql_only(migrated)
+    monkeypatch.setenv("MIGRATION_STATEMENT_TIMEOUT", "0.2")
+    scripts = migrations_plus(tmp_path, ROWS_IN_A_BLOCK)
+    (scripts / "versions" / "slow.py").write_text(SLOW_AFTER_IT)
+    alembic_cfg.set_main_option("script_location", str(scripts))
+    with pytest.raises(CommandError) as refused:
+        command.upgrade(alembic_cfg, "head")
+    said = str(refused.value)
+    assert "nothing changed" not in said and "\n" not in said, said
+    assert "the database is at 0001, and what revision b10c ran up to the end" in said, said
+    assert count_markers(engine) == 1  # the block's row stays, and is said to
+    assert versions(engine) == ["0001"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("MIGRATION_STATEMENT_TIMEOUT", "3000000"), ("MIGRATION_LOCK_TIMEOUT", "1e12")],
+)
+def test_a_migration_timeout_beyond_postgresqls_limit_is_refused_in_one_line(
+    variable: str, value: str, migrated: URL, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    postgresql_only(migrated)
+    monkeypatch.setenv(variable, value)
+    result = run("db-migrate")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"db-migrate: error: {variable} must be at most 2147483 seconds (PostgreSQL's limit, "
+        f"about 24 days), not {float(value):g}; unset it for the default "
+        f"({60 if 'STATEMENT' in variable else 2})\n"
     )

@@ -28,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         arguments=add_arguments,
         work=migrate,
         could_not_run=1,
+        interrupted="the migration was rolled back, nothing changed",
     )
 
 
@@ -47,6 +48,10 @@ def migrate(args: argparse.Namespace) -> int:
     try:
         heads = ScriptDirectory.from_config(config).get_heads()
         command.upgrade(config, "head")
+        if ahead := config.attributes.get("ahead"):
+            # the previous release, rolled back to: its programs work on the database as it is
+            report(f"{ahead} ({name_database(migration_url())})")
+            return 0
     except CommandError as exc:  # env.py's one-line errors: the URL, the connection, the keys
         raise CannotRun(str(exc)) from None
     except DBAPIError as exc:
