@@ -325,7 +325,7 @@ def test_a_command_behind_another_migrations_lock_gives_up_by_its_deadline_namin
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     postgresql_only(migrated)
-    monkeypatch.setenv("MIGRATION_LOCK_TIMEOUT", "0.25")  # the deadline: 4 x 0.25 + pauses
+    monkeypatch.setenv("MIGRATION_LOCK_TIMEOUT", "0.25")  # the deadline: 5 x 0.25 + pauses
     holder = f"SELECT set_config('application_name', '{PASTED_URL}', false), {MIGRATIONS_LOCK[7:]}"
     with blocker(engine, holder) as pid:
         result = run(*command)
@@ -399,7 +399,7 @@ def test_migrators_started_together_behind_one_blocker_end_together(
     postgresql_only(migrated)
     added = migrations_plus(tmp_path, NOTE_REVISION) / "versions" / "next_revision.py"
     shutil.copy(added, scratch / "migrations" / "versions")
-    lock = 1.0  # the deadline: 4 x 1 s + pauses of 0.5, 1 and 2 s = 7.5 s
+    lock = 1.0  # the deadline: 5 x 1 s + pauses of 0.5, 1 and 2 s = 8.5 s
     with blocker(engine, "SELECT count(*) FROM markers"), engine.connect() as watcher:
         migrations = [db_migrate(scratch, lock) for _ in range(3)]
         # from when all three wait (one for the table, two for the migrations' lock): a
@@ -409,8 +409,8 @@ def test_migrators_started_together_behind_one_blocker_end_together(
         started = time.monotonic()
         results = [migration.communicate(timeout=120) for migration in migrations]
         took = time.monotonic() - started
-    # one after the other, each with its own 7.5 s, they would take 22.5 s
-    assert took < 7.5 + MARGIN, took
+    # one after the other, each with its own 8.5 s, they would take 25 s
+    assert took < 8.5 + MARGIN, took
     for migration, (out, err) in zip(migrations, results, strict=True):
         assert (migration.returncode, out) == (1, ""), err
         assert len(err.splitlines()) == 1 and "nothing changed" in err, err

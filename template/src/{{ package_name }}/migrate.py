@@ -536,9 +536,10 @@ def _timeout(variable: str, default: float) -> float:
 
 def wait_budget(lock: float) -> float:
     """Seconds a migration may wait in all, for other migrations' lock and for tables' locks:
-    LOCK_ATTEMPTS waits of lock seconds and the pauses between them (15 s by default). Each
-    process counts from its own start, so migrators started together end together."""
-    return LOCK_ATTEMPTS * lock + sum(_pause(lock, n) for n in range(1, LOCK_ATTEMPTS))
+    LOCK_ATTEMPTS waits of lock seconds, the pauses between them, and one lock's worth for
+    the work around them (17 s by default). Each process counts from its own start, so
+    migrators started together end together."""
+    return (LOCK_ATTEMPTS + 1) * lock + sum(_pause(lock, n) for n in range(1, LOCK_ATTEMPTS))
 
 
 def _pause(lock: float, number: int) -> float:
