@@ -97,12 +97,41 @@ def check_at_head(connection: Connection, versions: Path | None = None) -> None:
                 f"{database} was migrated by another project ({lineage.project}, at revision "
                 f"{', '.join(sorted(current))}), not by {PROJECT}; check DATABASE_URL"
             )
+    elif len(current) > 1 and (newest := _newest(versions, current)):
+        # `alembic upgrade head` refuses such a table: the revisions overlap
+        problem = (
+            f"{database} has {len(current)} rows in alembic_version "
+            f"({', '.join(sorted(current))}), where revision {newest} builds on the others; if "
+            f"the schema is at {newest}, keep only its row with `alembic stamp --purge {newest}`,"
+            " then run `alembic upgrade head`"
+        )
     else:
         problem = (
             f"{database} is at revision {', '.join(sorted(current))}, older than "
             f"{', '.join(sorted(heads))}; run `alembic upgrade head`"
         )
     raise DatabaseSetupError(problem + where_alembic_works(url))
+
+
+def _newest(versions: Path, current: set[str]) -> str | None:
+    # the one of current that every other builds on, by the scripts' down_revisions
+    parents: dict[str, set[str]] = {}
+    for script in versions.glob("*.py"):
+        assigned = _module_constants(script)
+        for revision in _ids(assigned.get("revision")):
+            parents[revision] = _ids(assigned.get("down_revision"))
+
+    def ancestors(revision: str) -> set[str]:
+        found: set[str] = set()
+        todo = list(parents.get(revision, ()))
+        while todo:
+            if (parent := todo.pop()) not in found:
+                found.add(parent)
+                todo.extend(parents.get(parent, ()))
+        return found
+
+    newest = [revision for revision in current if current - {revision} <= ancestors(revision)]
+    return newest[0] if len(newest) == 1 else None
 
 
 def lineage_comment(heads: set[str], revisions: set[str]) -> str:
