@@ -657,7 +657,7 @@ def _other_migration(connection: Connection, waited: float) -> str:
         held = "another migration held the migrations' lock (it has just ended)"
         end = "try again"
     return (
-        f"{held}; waited {waited:.0f} s for it (the migrations' deadline, {LOCK_ATTEMPTS} x "
+        f"{held}; waited {waited:.0f} s for it (the migrations' deadline, {LOCK_ATTEMPTS + 1} x "
         f"MIGRATION_LOCK_TIMEOUT and pauses), nothing changed; {end}, then run this again"
     )
 
