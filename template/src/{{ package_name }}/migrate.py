@@ -731,7 +731,9 @@ def record_lineage(connection: Connection, script: ScriptDirectory, heads: Itera
         return
     owner = connection.scalar(OWNS_VERSION_TABLE, {"table": VERSION_TABLE})
     if not owner:
+        # alembic's logging shows it; db-migrate, which sets up no logging, prints it itself
         log.warning("%s", _NOT_OWNER)
+        context.config.attributes[NOT_RECORDED] = _NOT_OWNER
         return
     connection.exec_driver_sql(lineage_sql(script, heads))
 
@@ -756,6 +758,8 @@ def lineage_sql(script: ScriptDirectory, heads: Iterable[str], offline: bool = F
     )
 
 
+# Config.attributes: the lineage went unrecorded, and why (db-migrate prints it)
+NOT_RECORDED = "lineage_not_recorded"
 # does this role own alembic_version (or belong to its owner)?
 OWNS_VERSION_TABLE = text(
     "SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = to_regclass(:table)"
