@@ -481,7 +481,7 @@ def wait_for_other_migrations(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         lock, statement = migration_timeouts()
         deadline: float = _state(connection).get(DEADLINE) or time.monotonic() + wait_budget(lock)
-        wait = max(deadline - time.monotonic(), 0.001)
+        wait = min(max(deadline - time.monotonic(), 0.001), MAX_TIMEOUT)
         try:
             # the backend's pid, for _Blockers: the one psycopg learnt when it connected is
             # PgBouncer's own when the URL goes through it
@@ -508,7 +508,7 @@ def start_sql() -> list[str]:
     squawk, tests/migration_sql.py, checks)."""
     lock, statement = migration_timeouts()
     return [
-        f"SET LOCAL lock_timeout = '{milliseconds(wait_budget(lock))}ms'",
+        f"SET LOCAL lock_timeout = '{milliseconds(min(wait_budget(lock), MAX_TIMEOUT))}ms'",
         f"SELECT pg_advisory_xact_lock({POSTGRES_LOCK_KEY})",
         f"SET LOCAL lock_timeout = '{milliseconds(lock)}ms'",
         f"SET LOCAL statement_timeout = '{milliseconds(statement)}ms'",
