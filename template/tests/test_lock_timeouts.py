@@ -401,15 +401,15 @@ def test_migrators_started_together_behind_one_blocker_end_together(
     shutil.copy(added, scratch / "migrations" / "versions")
     lock = 1.0  # the deadline: 5 x 1 s + pauses of 0.5, 1 and 2 s = 8.5 s
     with blocker(engine, "SELECT count(*) FROM markers"), engine.connect() as watcher:
-        migrations = [db_migrate(scratch, lock) for _ in range(3)]
-        # from when all three wait (one for the table, two for the migrations' lock): a
+        migrations = [db_migrate(scratch, lock) for _ in range(4)]
+        # from when all four wait (one for the table, three for the migrations' lock): a
         # loaded machine takes its time to start them
-        while waiting(watcher) < 3 and all(m.poll() is None for m in migrations):
+        while waiting(watcher) < 4 and all(m.poll() is None for m in migrations):
             time.sleep(0.05)
         started = time.monotonic()
         results = [migration.communicate(timeout=120) for migration in migrations]
         took = time.monotonic() - started
-    # one after the other, each with its own 8.5 s, they would take 25 s
+    # taking turns at the lock, 4 attempts of 1 s each, they took 16 s and more
     assert took < 8.5 + MARGIN, took
     for migration, (out, err) in zip(migrations, results, strict=True):
         assert (migration.returncode, out) == (1, ""), err
