@@ -5,6 +5,7 @@ no output may show it, in any form.
 """
 
 import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -549,3 +550,82 @@ def test_the_generated_write_tests_pass_through_pgbouncer(
     )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]
+
+
+def test_db_migrate_at_head_sends_only_what_it_needs_on_one_connection(
+    postgres_project: Path, postgres: PostgresServer, new_database: Callable[[str], str]
+) -> None:
+    # issue 26: at 100 ms a round trip, each statement is a tenth of a second of every deploy
+    database = new_database("migrate_round_trips")
+    env = {"DATABASE_URL": postgres.url(database)}
+    ok(run_program(postgres_project, "db-migrate", env=env))
+    postgres.psql(f"ALTER DATABASE {database} SET log_statement = 'all'")
+
+    migrated, statements = statements_of(postgres, database, "db-migrate", postgres_project, env)
+    assert ok(migrated).startswith("Database at head: 0001 ")
+    (lock,) = [statement for statement in statements if "pg_advisory_xact_lock" in statement]
+    assert statements == [
+        *DIALECT_SETUP,
+        "BEGIN",
+        # the lock, waited for until the migrations' deadline, and the timeouts: one round trip
+        lock,
+        # Alembic's own read of the version (a table lookup, then the rows); ours are gone,
+        # and with nothing applied no lineage is written, and no watcher connection opens
+        "SELECT pg_catalog.pg_class.relname",
+        "SELECT alembic_version.version_num",
+        "COMMIT",
+    ]
+    assert lock.startswith("SELECT pg_backend_pid(), set_config('lock_timeout', '")
+
+
+def test_a_deploy_role_that_does_not_own_alembic_version_migrates_and_starts_the_programs(
+    postgres_project: Path,
+    postgres: PostgresServer,
+    new_database: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    # the owner migrated first; the deploy role has what migrating needs, and no ownership
+    database = new_database("deploy_role")
+    ok(run_program(postgres_project, "db-migrate", env={"DATABASE_URL": postgres.url(database)}))
+    postgres.psql(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'deployer') THEN "
+        f"CREATE ROLE deployer LOGIN PASSWORD '{PASSWORD}'; END IF; END $$"
+    )
+    postgres.psql(
+        "GRANT ALL ON ALL TABLES IN SCHEMA public TO deployer; "
+        "GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO deployer; "
+        "GRANT CREATE, USAGE ON SCHEMA public TO deployer",
+        database,
+    )
+    env = {"DATABASE_URL": postgres.url(database, user="deployer")}
+
+    # nothing to migrate: the Dockerfile's `db-migrate && read-later`
+    at_head = run_program(postgres_project, "db-migrate", env=env)
+    assert (ok(at_head), at_head.stderr) == (at_head.stdout, "")
+    assert ok(run_program(postgres_project, "read-later", env=env)) == "[]\n"
+
+    # a revision that creates a table: migrated, and the lineage left unwritten is said once
+    copy = tmp_path / "copy"
+    for folder in ("src", "migrations"):
+        shutil.copytree(postgres_project / folder, copy / folder)
+    (copy / "migrations" / "versions" / "0002_notes.py").write_text(NOTES_REVISION)
+    migrated = run_program(
+        postgres_project, "db-migrate", env={**env, "PYTHONPATH": str(copy / "src")}
+    )
+    assert migrated.stdout.startswith("Database at head: 0002 "), migrated.stderr
+    assert migrated.stderr.startswith("db-migrate: warning: lineage not recorded: this role")
+    assert len(migrated.stderr.splitlines()) == 1, migrated.stderr
+    assert postgres.tables(database) == "alembic_version,markers,notes"
+
+
+NOTES_REVISION = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+
+
+def upgrade() -> None:
+    op.create_table("notes", sa.Column("id", sa.Integer(), primary_key=True))
+"""

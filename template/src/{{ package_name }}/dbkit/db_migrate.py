@@ -6,6 +6,7 @@ of an installed wheel; migrate.py holds what makes each migration whole and alon
 """
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from alembic import command
@@ -16,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from .config import migration_url
 from .data_loss import allow_data_loss
 from .errors import first_line, name_database, without_secrets
-from .migrate import alembic_config
+from .migrate import NOT_RECORDED, alembic_config
 from .program import CannotRun, report, run
 
 
@@ -29,6 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         arguments=add_arguments,
         work=migrate,
         could_not_run=1,
+        interrupted="the migration was rolled back, nothing changed",
     )
 
 
@@ -49,6 +51,12 @@ def migrate(args: argparse.Namespace) -> int:
     try:
         heads = ScriptDirectory.from_config(config).get_heads()
         command.upgrade(config, "head")
+        if not_recorded := config.attributes.get(NOT_RECORDED):
+            print(f"db-migrate: warning: {not_recorded}", file=sys.stderr)
+        if ahead := config.attributes.get("ahead"):
+            # the previous release, rolled back to: its programs work on the database as it is
+            report(f"{ahead} ({name_database(migration_url())})")
+            return 0
     except CommandError as exc:  # env.py's one-line errors: the URL, the connection, the keys
         raise CannotRun(str(exc)) from None
     except DBAPIError as exc:

@@ -2,6 +2,7 @@
 """Failures a user must fix, each told in one line with the password masked."""
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,6 +51,16 @@ def without_secrets(text: str, url: URL) -> str:
     for secret in _secrets(url):
         text = text.replace(secret, MASK)
     return text
+
+
+def without_url_passwords(text: str) -> str:
+    """text, with the password of every URL in it masked: for what the server reports that
+    anyone may have set (a session's application_name)."""
+    return _URL_PASSWORD.sub(rf"\1{MASK}@", text)
+
+
+# scheme://user:password@ (the password up to the last @ before the host)
+_URL_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://[^:/?#@\s]*:)\S*@", re.IGNORECASE)
 
 
 def name_database(url: URL) -> str:

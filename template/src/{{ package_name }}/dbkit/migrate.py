@@ -8,23 +8,27 @@ renaming the copy (Alembic's batch mode). With foreign keys enforced, dropping t
 deletes the rows that refer to it (ON DELETE CASCADE) or fails halfway; so enforcement is off
 while migrating, and the rows are checked before the commit instead.
 PostgreSQL needs its lock waits bounded: a migration waiting for a table's lock makes every
-reader and writer of that table queue behind it, so it gives up soon and tries again later.
+reader and writer of that table queue behind it, so it gives up soon and tries again later;
+and every wait, for another migration's lock too, ends by one deadline (wait_budget()).
 """
 
 import logging
+import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+import weakref
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext, MigrationInfo
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection, DefaultClause, text
+from sqlalchemy import Connection, DefaultClause, event, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.sql.elements import False_, True_
@@ -51,8 +55,15 @@ from .errors import (
     lock_timed_out,
     name_database,
     sqlite_problem,
+    without_url_passwords,
 )
-from .schema import VERSION_TABLE, adoption_advice, lineage_comment
+from .schema import (
+    VERSION_TABLE,
+    adoption_advice,
+    database_revisions,
+    lineage_comment,
+    migrated_from,
+)
 
 # any number will do, as long as every process that migrates this database uses the same one
 POSTGRES_LOCK_KEY = 2_026_112_501
@@ -66,13 +77,46 @@ LOCK_TIMEOUT = 2
 STATEMENT_TIMEOUT = 60
 # tries before giving up on a lock; between them, the sessions that queued get their turn
 LOCK_ATTEMPTS = 4
+# PostgreSQL's timeouts are milliseconds in an int: 2147483.647 s at most
+MAX_TIMEOUT = 2_147_483
 
-# where wait_for_other_migrations leaves the migrating backend's pid (Connection.info)
+# where wait_for_other_migrations leaves the migrating backend's pid (_state())
 BACKEND_PID = "migration_backend_pid"
+# what a migration keeps about its connection, apart from Connection.info, which an
+# interrupted statement leaves unreadable (PendingRollbackError)
+_STATES: "weakref.WeakKeyDictionary[Connection, dict[str, Any]]" = weakref.WeakKeyDictionary()
+
+
+def _state(connection: Connection) -> dict[str, Any]:
+    return _STATES.setdefault(connection, {})
+
+
+# _state(): the time.monotonic() by which every wait of this migration ends
+DEADLINE = "migration_deadline"
+# _state(): the heads after each revision applied (version_applied()), and whether a
+# revision's autocommit_block() committed during the run (what a rollback then leaves)
+APPLIED = "migration_applied_heads"
+COMMITTED_EARLY = "migration_committed_early"
+MIGRATING = "migration_running_revisions"
+# _state(): an autocommit_block() set the session's timeouts (reset at the end)
+SESSION_TIMEOUTS = "migration_session_timeouts"
+# did this transaction write anything (PostgreSQL 13 on)?
+WROTE = "SELECT pg_current_xact_id_if_assigned() IS NOT NULL"
+# statements that change nothing when an autocommit_block() runs them
+_READ_ONLY = re.compile(r"\s*(SELECT|SET|RESET|SHOW)\b", re.IGNORECASE)
 # the sessions a backend waits for, seen from another connection while it waits
 BLOCKERS = text(
     "SELECT pid, application_name, state, now() - xact_start AS open_for "
     "FROM pg_stat_activity WHERE pid = ANY (pg_blocking_pids(:pid)) ORDER BY pid"
+)
+# the sessions holding the migrations' advisory lock (a bigint key: classid the high half,
+# objid the low, objsubid 1), and the sessions each waits for in turn
+LOCK_HOLDERS = text(
+    "SELECT a.pid, a.application_name, a.state, now() - a.xact_start AS open_for, "
+    "pg_blocking_pids(a.pid) AS waits_for "
+    "FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+    "AND l.classid::bigint = :high AND l.objid::bigint = :low ORDER BY a.pid"
 )
 
 # env.py's log: alembic.ini shows it with Alembic's own progress lines
@@ -128,20 +172,30 @@ def run_migrations(connection: Connection) -> None:
     # upgrade, downgrade and stamp are given a destination and write the revision; current,
     # check and history only read, and must not queue behind a writer for SQLite's write lock
     writes = "destination_rev" in migration.opts
-    unstamped = False
+    # env.py passes version_applied(), which tells what changed without reading
+    # alembic_version again; an env.py from before it did not
+    told = "on_version_apply" in migration.opts
+    _state(connection).pop(COMMITTED_EARLY, None)
 
     def migrate_once() -> None:
-        nonlocal unstamped
+        _state(connection).pop(APPLIED, None)
         with migrating(connection, write_lock=writes), context.begin_transaction():
             wait_for_other_migrations(connection)
-            unstamped = not migration.get_current_heads()
-            context.run_migrations()
-            if writes:
-                record_lineage(connection, context.script, migration.get_current_heads())
+            _state(connection)[MIGRATING] = True  # a commit from now on is an autocommit_block's
+            try:
+                context.run_migrations()
+            except CommandError:
+                if not _ahead_of_us(connection, migration):
+                    raise
+                return
+            finally:
+                _state(connection).pop(MIGRATING, None)
+            if writes and (heads := _heads_now(connection, migration, told)) is not None:
+                record_lineage(connection, context.script, heads)
             check_foreign_keys(connection)
 
     try:
-        with _command_error():
+        with _command_error(), _interrupts_told(connection):
             refuse_data_loss(migration, context.get_x_argument(as_dictionary=True))
             retrying_lock_timeouts(connection, migrate_once)
     except DBAPIError as exc:
@@ -151,21 +205,154 @@ def run_migrations(connection: Connection) -> None:
             path = Path(connection.engine.url.database or "")
             raise CommandError(sqlite_problem(path, reason)) from None
         # tables made without the migrations (create_all): "table ... already exists"
-        if unstamped and (advice := adoption_advice(connection, context.script.get_bases())):
+        if (advice := _adoption_advice(connection)) is not None:
             raise CommandError(advice) from None
+        if _state(connection).get(COMMITTED_EARLY):
+            raise CommandError(
+                f"{reason}; {rolled_back(connection)}; fix it, then migrate again"
+            ) from None
         raise
+
+
+def version_applied(
+    ctx: MigrationContext, step: MigrationInfo, heads: Collection[Any], run_args: Mapping[str, Any]
+) -> None:
+    """env.py's on_version_apply: the heads after each revision applied (or stamped), which
+    are what record_lineage() writes; none applied, nothing to write."""
+    if ctx.as_sql:
+        _OFFLINE_HEADS[ctx] = set(heads)
+    elif ctx.connection is not None:
+        _state(ctx.connection)[APPLIED] = set(heads)
+
+
+# `--sql` has no connection to keep them on: per MigrationContext, gone with it
+_OFFLINE_HEADS: "weakref.WeakKeyDictionary[Any, set[str]]" = weakref.WeakKeyDictionary()
+
+
+def rolled_back(connection: Connection) -> str:
+    """What a migration that failed left: nothing, or, when a revision's autocommit_block()
+    had committed (it commits what ran before it), the revision the database stays at."""
+    if not _state(connection).get(COMMITTED_EARLY):
+        return "the migration was rolled back, nothing changed"
+    try:
+        if connection.in_transaction():
+            connection.rollback()
+        with connection.begin():
+            stays = ", ".join(sorted(database_revisions(connection))) or "no revision"
+    except SQLAlchemyError:
+        stays = "the revision before it (see `alembic current`)"
+    return (
+        "the migration was rolled back only to where a revision's autocommit_block() had "
+        f"committed: the database is at {stays}, and what {_next_revision(stays)} ran up to "
+        "the end of that block stays"
+    )
+
+
+def _next_revision(stays: str) -> str:
+    # the revision after the one the database stays at: the one whose block committed
+    at = set(stays.split(", "))
+    following = [
+        script.revision
+        for script in context.script.walk_revisions()
+        if at & set(_down_revisions(script.down_revision))
+        or (not script.down_revision and stays == "no revision")
+    ]
+    return f"revision {', '.join(sorted(following))}" if following else "the next revision"
+
+
+def _down_revisions(down: str | Sequence[str] | None) -> Sequence[str]:
+    return (down,) if isinstance(down, str) else tuple(down or ())
+
+
+def _heads_now(connection: Connection, migration: Any, told: bool) -> set[str] | None:
+    # the heads this run moved the database to, or None when it moved nothing (no lineage to
+    # write: a role that does not own alembic_version migrates to nothing as well)
+    if told:
+        applied = _state(connection).get(APPLIED)
+        return None if applied is None else set(applied)
+    return set(migration.get_current_heads())
+
+
+def _ahead_of_us(connection: Connection, migration: Any) -> bool:
+    # `upgrade head` on a database a later release of this project migrated past our head
+    # (a rolled-back release's db-migrate): what its lineage says, as the programs read it
+    if connection.dialect.name != "postgresql" or migration.opts.get("destination_rev") not in (
+        "head",
+        "heads",
+    ):
+        return False
+    current = set(migration.get_current_heads())
+    ours = set(context.script.get_heads())
+    if not current or current & {rev.revision for rev in context.script.walk_revisions()}:
+        return False
+    if not ours <= migrated_from(connection, current):
+        return False
+    message = (
+        f"the database is at {', '.join(sorted(current))}, which a later release of this "
+        f"project migrated past this release's head {', '.join(sorted(ours))}; nothing to do"
+    )
+    context.config.attributes["ahead"] = message
+    log.info("%s", message)
+    return True
+
+
+def _adoption_advice(connection: Connection) -> str | None:
+    # only for a database with no revision stamped, read after the failed transaction
+    try:
+        if connection.in_transaction():
+            connection.rollback()
+        if database_revisions(connection):
+            return None
+        return adoption_advice(connection, context.script.get_bases())
+    except SQLAlchemyError:
+        return None
+
+
+@contextmanager
+def _interrupts_told(connection: Connection) -> Iterator[None]:
+    # Ctrl-C during a statement leaves SQLAlchemy's transaction to be rolled back, and the
+    # autocommit_block() that ends then fails on it (PendingRollbackError): the interrupt,
+    # with what it left, is what the command reports
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_after_interrupt(connection)) from None
+    except Exception as exc:
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, KeyboardInterrupt):
+            cause = cause.__context__
+        if cause is None:
+            raise
+        raise KeyboardInterrupt(_after_interrupt(connection)) from None
+
+
+def _after_interrupt(connection: Connection) -> str:
+    committed = _state(connection).get(COMMITTED_EARLY)
+    with suppress(SQLAlchemyError):
+        connection.invalidate()  # its state is unknown: the server rolls back when it closes
+    if committed:
+        return (
+            "the migration was rolled back only to where a revision's autocommit_block() had "
+            "committed; see `alembic current`, then migrate again"
+        )
+    return "the migration was rolled back, nothing changed"
 
 
 def run_migrations_as_sql() -> None:
     """Write the migrations env.py configured as SQL (`alembic upgrade --sql`), without
     connecting; on PostgreSQL after what a run does first (start_sql()), so that SQL run by
     hand is as bounded."""
+    migration = context.get_context()
     with context.begin_transaction():
-        if context.get_context().dialect.name == "postgresql":
+        if migration.dialect.name == "postgresql":
             with _command_error():
                 for statement in start_sql():
                     context.execute(statement)
         context.run_migrations()
+        # the lineage, as a run records it (nothing applied, nothing to record)
+        heads = _OFFLINE_HEADS.pop(migration, None)
+        if migration.dialect.name == "postgresql" and heads is not None:
+            context.execute(lineage_sql(context.script, heads, offline=True))
 
 
 def render_item(kind: str, item: Any, _context: AutogenContext) -> str | Literal[False]:
@@ -210,14 +397,42 @@ def migrating(connection: Connection, write_lock: bool = True) -> Iterator[None]
     if connection.in_transaction():
         yield
         return
+    event.listen(connection, "commit", _committed)
+    try:
+        with _ready(connection, write_lock):
+            yield
+    finally:
+        event.remove(connection, "commit", _committed)
+
+
+def _committed(connection: Connection) -> None:
+    # a commit while the revisions run is an autocommit_block()'s: what ran before it stays,
+    # if it wrote anything (PostgreSQL gives a transaction an id at its first write)
+    if not _state(connection).get(MIGRATING) or _state(connection).get(COMMITTED_EARLY):
+        return
+    if connection.dialect.name == "postgresql":
+        # straight to the driver: the connection is between its statements and its commit
+        written = driver_connection(connection).execute(WROTE).fetchone()[0]
+        if not written:
+            return
+    _state(connection)[COMMITTED_EARLY] = True
+
+
+@contextmanager
+def _ready(connection: Connection, write_lock: bool) -> Iterator[None]:
     if connection.dialect.name == "postgresql":
         connection.execution_options(**{POSTGRES_LOCK_TIMEOUT: None})
+        event.listen(connection, "before_cursor_execute", _bound_autocommit)
         try:
             yield
         finally:
+            event.remove(connection, "before_cursor_execute", _bound_autocommit)
             connection.execution_options(
                 **{POSTGRES_LOCK_TIMEOUT: lock_timeout(), POSTGRES_STATEMENT_TIMEOUT: None}
             )
+            if _state(connection).pop(SESSION_TIMEOUTS, None):
+                with suppress(SQLAlchemyError), connection.begin():  # (a closing connection)
+                    connection.exec_driver_sql("RESET lock_timeout; RESET statement_timeout")
         return
     if connection.dialect.name != "sqlite":
         yield
@@ -234,26 +449,53 @@ def migrating(connection: Connection, write_lock: bool = True) -> Iterator[None]
         driver.execute(f"PRAGMA foreign_keys={'ON' if enforced else 'OFF'}")
 
 
+def _bound_autocommit(
+    connection: Connection, cursor: Any, statement: str, *_parameters: object
+) -> None:
+    # an autocommit_block() runs outside any transaction, where SET LOCAL lasts for nothing:
+    # its statements get the migrations' timeouts for the session, once, reset by _ready()
+    # (migrations run on DATABASE_URL_DIRECT: not through a pooler lending the session out)
+    options = connection.get_execution_options()
+    if options.get("isolation_level") != "AUTOCOMMIT":
+        return
+    if not _READ_ONLY.match(statement):
+        _state(connection)[COMMITTED_EARLY] = True  # in autocommit, each statement commits itself
+    if _state(connection).get(SESSION_TIMEOUTS):
+        return
+    lock, limit = migration_timeouts()
+    _state(connection)[SESSION_TIMEOUTS] = True
+    cursor.execute(
+        f"SET lock_timeout = {milliseconds(lock)}; SET statement_timeout = {milliseconds(limit)}"
+    )
+
+
 def wait_for_other_migrations(connection: Connection) -> None:
     """Inside the migrations' transaction: hold the lock that other migrating processes wait on.
 
     The transaction keeps it until it ends, so the next process finds the schema at head. On
-    SQLite the transaction took the write lock when it began (migrating()). On PostgreSQL,
-    once it holds the lock, the rest of the transaction gets the migrations' timeouts: waiting
-    for another migration is no lock to give up on, as that one is bounded in turn.
+    SQLite the transaction took the write lock when it began (migrating()). On PostgreSQL the
+    wait for it ends at the migration's deadline (retrying_lock_timeouts(); MigrationLockBusy
+    then), and once it holds the lock the rest of the transaction gets the migrations'
+    timeouts. All of it is one round trip: three statements sent at once (psycopg sends a
+    query without parameters as one simple query).
     """
     if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": POSTGRES_LOCK_KEY})
         lock, statement = migration_timeouts()
-        # the backend's pid, for _Blockers: the one psycopg learnt when it connected is
-        # PgBouncer's own when the URL goes through it
-        connection.info[BACKEND_PID] = connection.execute(
-            text(
-                "SELECT pg_backend_pid(), set_config('lock_timeout', :lock, true), "
-                "set_config('statement_timeout', :statement, true)"
-            ),
-            {"lock": str(milliseconds(lock)), "statement": str(milliseconds(statement))},
-        ).scalar_one()
+        deadline: float = _state(connection).get(DEADLINE) or time.monotonic() + wait_budget(lock)
+        wait = min(max(deadline - time.monotonic(), 0.001), MAX_TIMEOUT)
+        try:
+            # the backend's pid, for _Blockers: the one psycopg learnt when it connected is
+            # PgBouncer's own when the URL goes through it
+            _state(connection)[BACKEND_PID] = connection.exec_driver_sql(
+                f"SELECT pg_backend_pid(), set_config('lock_timeout', '{milliseconds(wait)}', "
+                f"true); SELECT pg_advisory_xact_lock({POSTGRES_LOCK_KEY}); "
+                f"SELECT set_config('lock_timeout', '{milliseconds(lock)}', true), "
+                f"set_config('statement_timeout', '{milliseconds(statement)}', true)"
+            ).scalar_one()
+        except DBAPIError as exc:
+            if lock_timed_out(exc):
+                raise MigrationLockBusy(wait) from None
+            raise
         # a revision's autocommit_block() ends this transaction; the one Alembic begins after
         # it gets the same timeouts from db.py (migrating() puts the programs' back at the end)
         connection.execution_options(
@@ -263,10 +505,12 @@ def wait_for_other_migrations(connection: Connection) -> None:
 
 def start_sql() -> list[str]:
     """What wait_for_other_migrations() does on PostgreSQL, as the SQL `alembic upgrade --sql`
-    writes first: the lock, then the timeouts (squawk checks them: tests/dbkit/migration_sql.py).
+    writes first: the lock, waited for as long as wait_budget() says, then the timeouts (which
+    squawk checks: tests/dbkit/migration_sql.py).
     """
     lock, statement = migration_timeouts()
     return [
+        f"SET LOCAL lock_timeout = '{milliseconds(min(wait_budget(lock), MAX_TIMEOUT))}ms'",
         f"SELECT pg_advisory_xact_lock({POSTGRES_LOCK_KEY})",
         f"SET LOCAL lock_timeout = '{milliseconds(lock)}ms'",
         f"SET LOCAL statement_timeout = '{milliseconds(statement)}ms'",
@@ -274,11 +518,42 @@ def start_sql() -> list[str]:
 
 
 def migration_timeouts() -> tuple[float, float]:
-    """Seconds a migration statement on PostgreSQL may wait for a lock, and may run."""
+    """Seconds a migration statement on PostgreSQL may wait for a lock, and may run;
+    DatabaseSetupError, in one line, for a setting PostgreSQL cannot take."""
     return (
-        seconds_from_env("MIGRATION_LOCK_TIMEOUT", LOCK_TIMEOUT),
-        seconds_from_env("MIGRATION_STATEMENT_TIMEOUT", STATEMENT_TIMEOUT),
+        _timeout("MIGRATION_LOCK_TIMEOUT", LOCK_TIMEOUT),
+        _timeout("MIGRATION_STATEMENT_TIMEOUT", STATEMENT_TIMEOUT),
     )
+
+
+def _timeout(variable: str, default: float) -> float:
+    seconds = seconds_from_env(variable, default)
+    if seconds > MAX_TIMEOUT:
+        raise DatabaseSetupError(
+            f"{variable} must be at most {MAX_TIMEOUT} seconds (PostgreSQL's limit, about 24 "
+            f"days), not {seconds:g}; unset it for the default ({default:g})"
+        )
+    return seconds
+
+
+def wait_budget(lock: float) -> float:
+    """Seconds a migration may wait in all, for other migrations' lock and for tables' locks:
+    LOCK_ATTEMPTS waits of lock seconds, the pauses between them, and one lock's worth for
+    the work around them (17 s by default). Each process counts from its own start, so
+    migrators started together end together."""
+    return (LOCK_ATTEMPTS + 1) * lock + sum(_pause(lock, n) for n in range(1, LOCK_ATTEMPTS))
+
+
+def _pause(lock: float, number: int) -> float:
+    return lock / 2 * 2.0 ** (number - 1)
+
+
+class MigrationLockBusy(Exception):
+    """Another migration held the migrations' lock until this one's deadline."""
+
+    def __init__(self, waited: float) -> None:
+        super().__init__(waited)
+        self.waited = waited
 
 
 def retrying_lock_timeouts(connection: Connection, migrate_once: Callable[[], None]) -> None:
@@ -286,54 +561,71 @@ def retrying_lock_timeouts(connection: Connection, migrate_once: Callable[[], No
 
     On PostgreSQL a lock timeout rolls the whole transaction back; after a pause, in which
     the sessions queued behind it get their turn, it is tried again, LOCK_ATTEMPTS times in
-    all. Then DatabaseSetupError names the sessions it waited for, which a second connection
-    watched for while it ran. A transaction the caller began is tried once: it is not ours.
+    all, each wait (for another migration's lock too) ending by one deadline, wait_budget()
+    from now. Then DatabaseSetupError names the sessions it waited for, which a second
+    connection watched for from the first timeout on. A transaction the caller began is tried
+    once: it is not ours.
     """
     if connection.dialect.name != "postgresql":
         migrate_once()
         return
     lock, statement = migration_timeouts()
     tries = 1 if connection.in_transaction() else LOCK_ATTEMPTS
-    with _Blockers(connection, interval=lock / 4) as blockers:
+    deadline = time.monotonic() + wait_budget(lock)
+    _state(connection)[DEADLINE] = deadline
+    blockers = _Blockers(connection, interval=lock / 4, delay=lock * 3 / 4)
+    blockers.start()
+    try:
         for number in range(1, tries + 1):
             try:
                 migrate_once()
                 return
+            except MigrationLockBusy as busy:
+                raise DatabaseSetupError(_other_migration(connection, busy.waited)) from None
             except DBAPIError as exc:
                 if _statement_timed_out(exc):
-                    raise DatabaseSetupError(_ran_too_long(statement)) from None
+                    raise DatabaseSetupError(_ran_too_long(statement, connection)) from None
                 if not lock_timed_out(exc):
                     raise
-            if number < tries:
-                time.sleep(lock / 2 * 2 ** (number - 1))
-    raise DatabaseSetupError(_waited_too_long(tries, lock, blockers.seen))
+            if _state(connection).get(COMMITTED_EARLY):
+                break  # a retry would run that autocommit_block() again
+            pause = _pause(lock, number)
+            if number == tries or time.monotonic() + pause >= deadline:
+                break
+            time.sleep(pause)
+    finally:
+        blockers.stop()
+        _state(connection).pop(DEADLINE, None)
+    raise DatabaseSetupError(_waited_too_long(number, lock, blockers.seen, connection))
 
 
 class _Blockers:
     """The sessions a connection waits for, sampled from another connection while it runs.
 
-    The second connection opens only if the migration is still running after one interval.
+    The second connection opens only if the migration is still running after delay (three
+    quarters of a lock timeout: a lock wait from the start is still on then, and a migration
+    that has nothing to do, even 100 ms away, is done long before).
     """
 
-    def __init__(self, connection: Connection, interval: float) -> None:
-        connection.info.pop(BACKEND_PID, None)
-        self.info = connection.info  # where each attempt leaves its backend's pid
+    def __init__(self, connection: Connection, interval: float, delay: float) -> None:
+        _state(connection).pop(BACKEND_PID, None)
+        self.info = _state(connection)  # where each attempt leaves its backend's pid
         self.engine = connection.engine
         self.interval = interval
+        self.delay = delay
         self.seen: Sequence[Any] = []
-        self.stop = threading.Event()
+        self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True)
 
-    def __enter__(self) -> "_Blockers":
+    def start(self) -> None:
         self.thread.start()
-        return self
 
-    def __exit__(self, *_exc: object) -> None:
-        self.stop.set()
+    def stop(self) -> None:
+        self.stopped.set()
         self.thread.join(timeout=CONNECT_TIMEOUT + 1)
 
     def _watch(self) -> None:
-        if self.stop.wait(self.interval):
+        if self.stopped.wait(self.delay):
             return
         try:
             with self.engine.connect() as watcher:
@@ -343,13 +635,44 @@ class _Blockers:
                     pid = self.info.get(BACKEND_PID)
                     if pid and (rows := watcher.execute(BLOCKERS, {"pid": pid}).all()):
                         self.seen = rows
-                    if self.stop.wait(self.interval):
+                    if self.stopped.wait(self.interval):
                         return
         except SQLAlchemyError:
             return  # the report then says it did not see them
 
 
-def _waited_too_long(tries: int, lock: float, blockers: Sequence[Any]) -> str:
+def _other_migration(connection: Connection, waited: float) -> str:
+    """Who holds the migrations' lock, read after the wait for it ended (the rollback done)."""
+    try:
+        with connection.begin():
+            holders = connection.execute(
+                LOCK_HOLDERS,
+                {"high": POSTGRES_LOCK_KEY >> 32, "low": POSTGRES_LOCK_KEY & 0xFFFF_FFFF},
+            ).all()
+    except SQLAlchemyError:
+        holders = []
+    if holders:
+        sessions = "; ".join(_session(*row[:4]) + _waits_for(row.waits_for) for row in holders)
+        held = f"another migration holds the migrations' lock: {sessions}"
+        end = f"let it finish or end it (SELECT pg_terminate_backend({holders[0][0]}))"
+    else:
+        held = "another migration held the migrations' lock (it has just ended)"
+        end = "try again"
+    return (
+        f"{held}; waited {waited:.0f} s for it (the migrations' deadline, {LOCK_ATTEMPTS + 1} x "
+        f"MIGRATION_LOCK_TIMEOUT and pauses), nothing changed; {end}, then run this again"
+    )
+
+
+def _waits_for(pids: Sequence[int] | None) -> str:
+    if not pids:
+        return ""
+    return f", which waits for pid {', '.join(str(pid) for pid in pids)}"
+
+
+def _waited_too_long(
+    tries: int, lock: float, blockers: Sequence[Any], connection: Connection
+) -> str:
     if blockers:
         sessions = "; ".join(_session(*row) for row in blockers)
         ends = ", ".join(f"pg_terminate_backend({row[0]})" for row in blockers)
@@ -359,14 +682,21 @@ def _waited_too_long(tries: int, lock: float, blockers: Sequence[Any]) -> str:
         held = "held by a session it could not see (look in pg_locks for locks not granted)"
         end = "end that session or let it finish"
     return (
-        f"the migration waited for a lock {tries} time(s), {lock:g} s each, and was rolled "
-        f"back, nothing changed: the lock is {held}; {end}, then migrate again "
+        f"the migration waited for a lock {tries} time(s), {lock:g} s each, and "
+        f"{_after_rollback(connection)}: the lock is {held}; {end}, then migrate again "
         "(MIGRATION_LOCK_TIMEOUT sets a longer wait, for which every reader of the table waits)"
     )
 
 
+def _after_rollback(connection: Connection) -> str:
+    # "nothing changed" only when no autocommit_block() committed along the way
+    return rolled_back(connection).removeprefix("the migration ")
+
+
 def _session(pid: int, application: str | None, state: str | None, open_for: Any) -> str:
-    details = [f"application_name {application!r}" if application else "no application_name"]
+    # application_name is anyone's to set: a URL pasted there keeps its password otherwise
+    shown = without_url_passwords(application) if application else None
+    details = [f"application_name {shown!r}" if shown else "no application_name"]
     if state:
         details.append(state)
     if open_for is not None:
@@ -374,12 +704,13 @@ def _session(pid: int, application: str | None, state: str | None, open_for: Any
     return f"pid {pid} ({', '.join(details)})"
 
 
-def _ran_too_long(statement: float) -> str:
+def _ran_too_long(statement: float, connection: Connection) -> str:
     return (
         f"a migration statement ran longer than {statement:g} s (MIGRATION_STATEMENT_TIMEOUT) "
-        "and the migration was rolled back, nothing changed; a revision that needs longer (a "
+        f"and the migration {_after_rollback(connection)}; a revision that needs longer (a "
         "backfill, VALIDATE CONSTRAINT) sets its own in upgrade(): "
-        "op.execute(\"SET LOCAL statement_timeout = '10min'\")"
+        "op.execute(\"SET LOCAL statement_timeout = '10min'\"), or, inside an "
+        "autocommit_block(), op.execute(\"SET statement_timeout = '10min'\")"
     )
 
 
@@ -388,20 +719,58 @@ def _statement_timed_out(exc: DBAPIError) -> bool:
     return getattr(exc.orig, "sqlstate", None) == "57014" and "statement timeout" in str(exc.orig)
 
 
-def record_lineage(connection: Connection, script: ScriptDirectory, heads: Sequence[str]) -> None:
-    """Inside the migrations' transaction, on PostgreSQL: write on alembic_version the
-    revisions its heads build on, so that the programs of an earlier release, whose scripts
-    end below those heads, can tell a database migrated ahead of them (the expand phase of a
-    live migration) from another project's (schema.migrated_from)."""
+def record_lineage(connection: Connection, script: ScriptDirectory, heads: Iterable[str]) -> None:
+    """Inside the migrations' transaction, on PostgreSQL, when a revision was applied: write
+    on alembic_version the project and the revisions its heads build on, so that the programs
+    of an earlier release, whose scripts end below those heads, can tell a database migrated
+    ahead of them (the expand phase of a live migration) from another project's
+    (schema.migrated_from).
+
+    A comment is its table owner's to write: a role that may migrate but does not own
+    alembic_version migrates all the same, and is told in one line what goes unrecorded.
+    """
     if connection.dialect.name != "postgresql":
         return
+    owner = connection.scalar(OWNS_VERSION_TABLE, {"table": VERSION_TABLE})
+    if not owner:
+        # alembic's logging shows it; db-migrate, which sets up no logging, prints it itself
+        log.warning("%s", _NOT_OWNER)
+        context.config.attributes[NOT_RECORDED] = _NOT_OWNER
+        return
+    connection.exec_driver_sql(lineage_sql(script, heads))
+
+
+def lineage_sql(script: ScriptDirectory, heads: Iterable[str], offline: bool = False) -> str:
+    """The statement that records heads' lineage; offline (`--sql`), one that records it only
+    when the role running it owns alembic_version, and warns otherwise."""
     lineage = "NULL"
-    if heads:
+    if heads := set(heads):
         revisions = {
             revision.revision for revision in script.iterate_revisions(tuple(heads), "base")
         }
-        lineage = "'" + lineage_comment(set(heads), revisions).replace("'", "''") + "'"
-    connection.execute(text(f"COMMENT ON TABLE {VERSION_TABLE} IS {lineage}"))
+        lineage = "'" + lineage_comment(heads, revisions).replace("'", "''") + "'"
+    comment = f"COMMENT ON TABLE {VERSION_TABLE} IS {lineage}"
+    if not offline:
+        return comment
+    warning = _NOT_OWNER.replace("'", "''")
+    return (
+        f"DO $lineage$ BEGIN IF pg_has_role((SELECT relowner FROM pg_class WHERE oid = "
+        f"'{VERSION_TABLE}'::regclass), 'USAGE') THEN {comment}; ELSE RAISE WARNING "
+        f"'{warning}'; END IF; END $lineage$"
+    )
+
+
+# Config.attributes: the lineage went unrecorded, and why (db-migrate prints it)
+NOT_RECORDED = "lineage_not_recorded"
+# does this role own alembic_version (or belong to its owner)?
+OWNS_VERSION_TABLE = text(
+    "SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = to_regclass(:table)"
+)
+_NOT_OWNER = (
+    f"lineage not recorded: this role does not own {VERSION_TABLE}, so the previous "
+    "release's programs will refuse this database until its owner runs the migrations "
+    f"(or ALTER TABLE {VERSION_TABLE} OWNER TO this role); the migration itself is done"
+)
 
 
 def check_foreign_keys(connection: Connection) -> None:

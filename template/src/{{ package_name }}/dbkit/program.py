@@ -57,8 +57,9 @@ def run(
         sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
     except (CannotRun, DatabaseSetupError) as exc:
         parser.exit(could_not_run, f"{name}: error: {exc}\n")
-    except KeyboardInterrupt:  # (cli.py tells one that comes while the command imports)
-        said = f"; {interrupted}" if interrupted else ""
+    except KeyboardInterrupt as exc:  # (cli.py tells one that comes while the command imports)
+        # the work may say what the interrupt left (db-migrate: how far a migration stays)
+        said = f"; {told}" if (told := str(exc) or interrupted) else ""
         parser.exit(INTERRUPTED, f"{name}: interrupted{said}\n")
     except BrokenPipeError:
         # whoever read the output stopped before its end (`read-later | head`)

@@ -21,6 +21,8 @@ VERSIONS_DIR = MIGRATIONS_DIR / "versions"
 VERSION_TABLE = "alembic_version"
 # how migrations label, on PostgreSQL, the revisions the database's head builds on
 LINEAGE = "alembic lineage:"
+# the project's identity in that label: its package's name, which never changes (copier.yml)
+PROJECT = (__package__ or __name__).split(".")[0]
 
 
 class Scripts(NamedTuple):
@@ -82,13 +84,27 @@ def check_at_head(connection: Connection, versions: Path | None = None) -> None:
     if not current:
         problem = _no_revision(connection, scripts.bases, database)
     elif unknown := current - scripts.revisions:
-        if heads <= migrated_from(connection, current):
+        lineage = read_lineage(connection)
+        if heads <= _built_on(lineage, current):
             # a later release migrated it past ours, from our head (an expand revision, see
             # the skill's live-migrations.md): every table and column we use is still there
             return
         problem = (
             f"{database} is at revision {', '.join(sorted(unknown))}, which this project's "
             "migrations do not have; check DATABASE_URL and compare with `alembic history`"
+        )
+        if lineage and lineage.project not in (None, PROJECT):
+            problem = (
+                f"{database} was migrated by another project ({lineage.project}, at revision "
+                f"{', '.join(sorted(current))}), not by {PROJECT}; check DATABASE_URL"
+            )
+    elif len(current) > 1 and (newest := _newest(versions, current)):
+        # `alembic upgrade head` refuses such a table: the revisions overlap
+        problem = (
+            f"{database} has {len(current)} rows in alembic_version "
+            f"({', '.join(sorted(current))}), where revision {newest} builds on the others; if "
+            f"the schema is at {newest}, keep only its row with `alembic stamp --purge {newest}`,"
+            " then run `alembic upgrade head`"
         )
     else:
         problem = (
@@ -98,26 +114,73 @@ def check_at_head(connection: Connection, versions: Path | None = None) -> None:
     raise DatabaseSetupError(problem + where_alembic_works(url))
 
 
+def _newest(versions: Path, current: set[str]) -> str | None:
+    # the one of current that every other builds on, by the scripts' down_revisions
+    parents: dict[str, set[str]] = {}
+    for script in versions.glob("*.py"):
+        assigned = _module_constants(script)
+        for revision in _ids(assigned.get("revision")):
+            parents[revision] = _ids(assigned.get("down_revision"))
+
+    def ancestors(revision: str) -> set[str]:
+        found: set[str] = set()
+        todo = list(parents.get(revision, ()))
+        while todo:
+            if (parent := todo.pop()) not in found:
+                found.add(parent)
+                todo.extend(parents.get(parent, ()))
+        return found
+
+    newest = [revision for revision in current if current - {revision} <= ancestors(revision)]
+    return newest[0] if len(newest) == 1 else None
+
+
 def lineage_comment(heads: set[str], revisions: set[str]) -> str:
-    """What migrations write on PostgreSQL's alembic_version: its heads and their ancestors."""
-    return f"{LINEAGE} heads {' '.join(sorted(heads))}; revisions {' '.join(sorted(revisions))}"
+    """What migrations write on PostgreSQL's alembic_version: the project, its heads and
+    their ancestors."""
+    return (
+        f"{LINEAGE} project {PROJECT}; heads {' '.join(sorted(heads))}; "
+        f"revisions {' '.join(sorted(revisions))}"
+    )
 
 
-def migrated_from(connection: Connection, current: set[str]) -> set[str]:
-    """The revisions the database's current ones build on, as its last migration recorded
-    them (PostgreSQL); empty when nothing was recorded for exactly these revisions.
+class Lineage(NamedTuple):
+    """What the last migration recorded on alembic_version (lineage_comment())."""
+
+    project: str | None  # None: recorded before projects were named there
+    heads: set[str]
+    revisions: set[str]
+
+
+def read_lineage(connection: Connection) -> Lineage | None:
+    """The lineage recorded on PostgreSQL's alembic_version; None when none is.
 
     Only a database whose revisions are not in this release's scripts costs the query.
     """
     if connection.dialect.name != "postgresql":
-        return set()
+        return None
     comment = connection.scalar(
         text(f"SELECT obj_description('{VERSION_TABLE}'::regclass, 'pg_class')")
     )
-    match = re.fullmatch(rf"{LINEAGE} heads ([^;]*); revisions (.*)", comment or "")
-    if match is None or set(match[1].split()) != current:
-        return set()  # none recorded, or recorded before someone set another revision
-    return set(match[2].split())
+    match = re.fullmatch(
+        rf"{LINEAGE} (?:project (\S+); )?heads ([^;]*); revisions (.*)", comment or ""
+    )
+    if match is None:
+        return None
+    return Lineage(match[1], set(match[2].split()), set(match[3].split()))
+
+
+def migrated_from(connection: Connection, current: set[str]) -> set[str]:
+    """The revisions the database's current ones build on, as its last migration recorded
+    them (PostgreSQL); empty when nothing was recorded for exactly these revisions, or when
+    another project recorded them."""
+    return _built_on(read_lineage(connection), current)
+
+
+def _built_on(lineage: Lineage | None, current: set[str]) -> set[str]:
+    if lineage is None or lineage.heads != current or lineage.project not in (None, PROJECT):
+        return set()  # none recorded, recorded before someone set another revision, or not ours
+    return lineage.revisions
 
 
 def adoption_advice(connection: Connection, bases: Iterable[str]) -> str | None:
