@@ -176,9 +176,11 @@ class _Parser:
             conn.waiting = False
         if self.verbose:
             side = "C" if self.from_client else "S"
+            at = f"{time.monotonic() % 1000:8.3f}"
             preview = body[:100].decode("utf-8", "replace").replace("\0", " ")
             print(
-                f"[{conn.round_trips}] {side} {kind.decode('latin-1')} {preview}", file=sys.stderr
+                f"{at} [{conn.round_trips}] {side} {kind.decode('latin-1')} {preview}",
+                file=sys.stderr,
             )
 
 
