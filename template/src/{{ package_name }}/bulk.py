@@ -111,7 +111,7 @@ def scalar_chunks(session: Session, query: Select[Any]) -> Generator[Sequence[An
             yield chunk
             if len(chunk) == CHUNK_SIZE:
                 rest = _literal_sql(connection, query.offset(CHUNK_SIZE))
-                with closing(cursor.stream(rest, size=_stream_size())) as rows:
+                with closing(cursor.stream(rest, size=stream_size())) as rows:
                     while chunk := list(map(itemgetter(0), islice(rows, CHUNK_SIZE))):
                         yield chunk
             cursor.execute("COMMIT")
@@ -125,7 +125,7 @@ def _literal_sql(connection: Connection, query: Select[Any]) -> str:
     return str(compiled)
 
 
-def _stream_size() -> int:
+def stream_size() -> int:
     # rows per message from the server: CHUNK_SIZE with libpq 17's chunked mode, else one
     # at a time (single-row mode), which streams as well, only with more messages
     psycopg = importlib.import_module("psycopg")

@@ -43,6 +43,9 @@ SQLITE_BEGIN = "sqlite_begin"
 POSTGRES_LOCK_TIMEOUT = "postgres_lock_timeout"
 # the same for its statement_timeout; None (the default) sends none
 POSTGRES_STATEMENT_TIMEOUT = "postgres_statement_timeout"
+# the execution option that adds a query to a PostgreSQL transaction's BEGIN, in the same
+# round trip; its first row is left in connection.info under the same name
+POSTGRES_WITH_BEGIN = "postgres_with_begin"
 
 
 # the driver name make_engine gives PostgreSQL URLs: psycopg, through _Psycopg below
@@ -159,9 +162,15 @@ def make_engine(url: URL, pre_ping: bool = True) -> Engine:
             statements.append(set_local("lock_timeout", bound))
         if (limit := options.get(POSTGRES_STATEMENT_TIMEOUT)) is not None:
             statements.append(set_local("statement_timeout", limit))
+        if (query := options.get(POSTGRES_WITH_BEGIN)) is not None:
+            statements.append(query)
         sql = "; ".join(statements)
         with driver_errors(connection, sql):
-            driver.execute(sql)
+            cursor = driver.execute(sql)
+            if query is not None:
+                while cursor.nextset():  # to the last statement's rows: the query's
+                    pass
+                connection.info[POSTGRES_WITH_BEGIN] = cursor.fetchone()
 
     event.listen(engine, "begin", begin_postgresql)
     # the engine's URL is the one it was given: messages name it, and compare it with others
