@@ -134,8 +134,10 @@ def make_engine(url: URL, pre_ping: bool = True) -> Engine:
         event.listen(engine, "connect", configure_sqlite)
         event.listen(engine, "begin", _begin_sqlite)
         return engine
+    # psycopg, as config.py makes every postgres:// URL; one that names another driver keeps it
+    ours = url.drivername == "postgresql+psycopg"
     engine = create_engine(
-        url.set(drivername=f"postgresql+{DRIVER}"),
+        url.set(drivername=f"postgresql+{DRIVER}") if ours else url,
         # short-lived processes: a small pool, checked before use (Neon suspends idle computes)
         pool_size=1,
         max_overflow=4,
@@ -144,7 +146,7 @@ def make_engine(url: URL, pre_ping: bool = True) -> Engine:
         # the project has no hstore column: looking the type up costs three statements per connect
         use_native_hstore=False,
         # the transactions begin in begin_postgresql below, not in psycopg
-        connect_args={**postgresql_connect_args(url), "autocommit": True},
+        connect_args={**postgresql_connect_args(url), **({"autocommit": True} if ours else {})},
     )
 
     def begin_postgresql(connection: Connection) -> None:
@@ -154,14 +156,19 @@ def make_engine(url: URL, pre_ping: bool = True) -> Engine:
         # in autocommit there is no transaction (read-later and write-once begin their own)
         if options.get("isolation_level") == "AUTOCOMMIT":
             return
-        # the driver is in autocommit (_Psycopg): BEGIN and the settings go in one round
-        # trip, where psycopg would send its BEGIN in one and each setting in another
-        driver = driver_connection(connection)
-        statements = [begin_statement(driver)]
+        statements = []
         if (bound := options.get(POSTGRES_LOCK_TIMEOUT, seconds)) is not None:
             statements.append(set_local("lock_timeout", bound))
         if (limit := options.get(POSTGRES_STATEMENT_TIMEOUT)) is not None:
             statements.append(set_local("statement_timeout", limit))
+        if not ours:  # another driver begins the transaction itself
+            for statement in statements:
+                connection.exec_driver_sql(statement)
+            return
+        # the driver is in autocommit (_Psycopg): BEGIN and the settings go in one round
+        # trip, where psycopg would send its BEGIN in one and each setting in another
+        driver = driver_connection(connection)
+        statements.insert(0, begin_statement(driver))
         if (query := options.get(POSTGRES_WITH_BEGIN)) is not None:
             statements.append(query)
         sql = "; ".join(statements)
