@@ -65,7 +65,8 @@ class _Psycopg(PGDialect_psycopg):
 
     _get_server_version_info, _set_backslash_escapes and _get_default_schema_name are
     SQLAlchemy's (the second is documented there as a hook for dialects to override), hence
-    the range pinned in pyproject.toml; tests/test_round_trips.py fails if they change.
+    the range pinned in pyproject.toml; the template's tests/test_roundtrips.py fails if they
+    change.
 
     The psycopg connection stays in autocommit, so that a transaction's BEGIN and its
     SET LOCALs go in one round trip (make_engine's begin listener sends them); COMMIT and
