@@ -11,6 +11,7 @@ from pathlib import Path
 from tests.helpers import install, project_env
 from tests.postgres import PASSWORD, ROLE, PostgresServer, start_postgres
 
+from .roundtrips import round_trip_figures
 from .runner import (
     LESSON_READ,
     LESSON_WRITE,
@@ -107,6 +108,7 @@ def postgres_figures(
         runs,
     )
     notes.append(statement_counts(server, project, bin_dir))
+    round_trips = round_trip_figures(tmp, project, bin_dir, server, notes)
 
     names_file = tmp / "names.txt"  # written by big_figures, unless it did not run
     if not names_file.exists():
@@ -189,6 +191,7 @@ def postgres_figures(
             f"PostgreSQL: write-once - {short(rows)}, psycopg copy()", rows, *write_raw, 0.6
         ),
         blocked,
+        *round_trips,
     ]
 
 

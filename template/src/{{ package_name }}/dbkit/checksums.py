@@ -12,12 +12,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime, time, timezone
 from decimal import Decimal
 from enum import Enum
+from itertools import islice
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Column, Connection, Table, select
+from sqlalchemy import Column, Connection, Select, Table, select, tuple_
 from sqlalchemy.orm import Mapper, Session
 
+from .bulk import stream_size as _stream_size
 from .db import CHUNK_SIZE
 
 CHECKSUM_MODULUS = 2**64
@@ -43,8 +45,29 @@ def orm_checksum(
     attributes = [mapper.get_property_by_column(column) for column in columns]
     statement = select(*(getattr(mapper.class_, prop.key) for prop in attributes))
     with Session(connection) as session:
-        rows = session.execute(statement, execution_options={"yield_per": CHUNK_SIZE})
-        return checksum(rows.partitions(), _is_plain(columns))
+        if connection.dialect.name != "postgresql":
+            rows = session.execute(statement, execution_options={"yield_per": CHUNK_SIZE})
+            return checksum(rows.partitions(), _is_plain(columns))
+        return checksum(_pages(session, statement, mapper, columns), _is_plain(columns))
+
+
+def _pages(
+    session: Session, statement: Select[Any], mapper: Mapper[Any], columns: Sequence[Column[Any]]
+) -> Iterator[Sequence[Sequence[object]]]:
+    """statement's rows, CHUNK_SIZE at a time in primary key order, each chunk one query
+    (keyset pagination): a server-side cursor (yield_per) costs a round trip to declare it,
+    one per fetch and one to close it; a small table is read in one. The transaction's
+    snapshot (REPEATABLE READ, verify's) makes the pages one consistent read."""
+    key = [columns.index(column) for column in mapper.primary_key]
+    ordered = statement.order_by(*mapper.primary_key).limit(CHUNK_SIZE)
+    page = session.execute(ordered).all()
+    while page:
+        yield page
+        if len(page) < CHUNK_SIZE:
+            return
+        last = page[-1]
+        after = tuple_(*mapper.primary_key) > tuple_(*(last[number] for number in key))
+        page = session.execute(ordered.where(after)).all()
 
 
 def raw_checksum(
@@ -56,18 +79,24 @@ def raw_checksum(
         f"{_quoted(table.schema)}.{_quoted(table.name)}" if table.schema else _quoted(table.name)
     )
     sql = f"SELECT {names} FROM {where}"
-    # psycopg streams only from a named (server-side) cursor; sqlite3 always steps row by row
-    cursor = raw.cursor(**({"name": "verify"} if backend != "sqlite" else {}))
+    cursor = raw.cursor()
     try:
-        cursor.execute(sql)
-        chunks: Iterable[Sequence[Sequence[object]]] = iter(
-            lambda: cursor.fetchmany(CHUNK_SIZE), []
-        )
-        if backend == "sqlite":
-            chunks = _sqlite_dates_read(chunks, columns)
+        chunks: Iterable[Sequence[Sequence[object]]]
+        if backend == "sqlite":  # sqlite3 steps row by row
+            cursor.execute(sql)
+            chunks = _sqlite_dates_read(iter(lambda: cursor.fetchmany(CHUNK_SIZE), []), columns)
+        else:
+            # one statement whose rows arrive as the server sends them: a named (server-side)
+            # cursor would cost a round trip to declare it, one per fetch and one to close it
+            chunks = _chunked(cursor.stream(sql, size=_stream_size()))
         return checksum(chunks, _is_plain(columns))
     finally:
         cursor.close()
+
+
+def _chunked(rows: Iterator[Sequence[object]]) -> Iterator[list[Sequence[object]]]:
+    while chunk := list(islice(rows, CHUNK_SIZE)):
+        yield chunk
 
 
 def _sqlite_dates_read(

@@ -13,7 +13,10 @@ from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.dialects import registry
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import URL
+from sqlalchemy.engine.interfaces import IsolationLevel
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,7 +29,7 @@ from .errors import (
     name_database,
     unusable_file,
 )
-from .schema import check_at_head
+from .schema import VERSION_TABLE, check_at_head
 
 # seconds to wait for a connection (PostgreSQL)
 CONNECT_TIMEOUT = 5
@@ -43,6 +46,80 @@ SQLITE_BEGIN = "sqlite_begin"
 POSTGRES_LOCK_TIMEOUT = "postgres_lock_timeout"
 # the same for its statement_timeout; None (the default) sends none
 POSTGRES_STATEMENT_TIMEOUT = "postgres_statement_timeout"
+# the execution option that adds a query to a PostgreSQL transaction's BEGIN, in the same
+# round trip; its first row is left in connection.info under the same name
+POSTGRES_WITH_BEGIN = "postgres_with_begin"
+
+
+# the driver name make_engine gives PostgreSQL URLs: psycopg, through _Psycopg below
+DRIVER = "psycopg_at_connect"
+
+
+class _Psycopg(PGDialect_psycopg):
+    """SQLAlchemy's psycopg dialect, minus the 6 round trips of its first connection.
+
+    On its first connection SQLAlchemy asks the server, in a transaction of their own, for its
+    version, the current schema, the default isolation level and standard_conforming_strings:
+    on a remote database that is as long again as the rest of write-once. The server sent
+    its version and standard_conforming_strings as the connection opened (psycopg's
+    conn.info). The current schema is read where reflection needs it (read_default_schema);
+    the isolation level is never read: a connection going back to the pool gets the server's
+    default back, so default_transaction_isolation is honoured as before.
+
+    _get_server_version_info, _set_backslash_escapes and _get_default_schema_name are
+    SQLAlchemy's (the second is documented there as a hook for dialects to override), hence
+    the range pinned in pyproject.toml; the template's tests/test_roundtrips.py fails if they
+    change.
+
+    The psycopg connection stays in autocommit, so that a transaction's BEGIN and its
+    SET LOCALs go in one round trip (make_engine's begin listener sends them); COMMIT and
+    ROLLBACK are psycopg's, which send them whenever a transaction is open.
+    """
+
+    supports_statement_cache = True
+
+    def _get_server_version_info(self, connection: Any) -> tuple[int, ...]:
+        # 150004 is 15.4; 90624 is 9.6.24
+        number = connection.connection.dbapi_connection.info.server_version
+        if number >= 100000:
+            return (number // 10000, number % 10000)
+        return (number // 10000, number // 100 % 100, number % 100)
+
+    def _set_backslash_escapes(self, connection: Any) -> None:
+        info = connection.connection.dbapi_connection.info
+        self._backslash_escapes = info.parameter_status("standard_conforming_strings") == "off"
+
+    def _get_default_schema_name(self, connection: Any) -> Any:
+        return None  # read_default_schema() reads it, once, where reflection needs it
+
+    def get_default_isolation_level(self, dbapi_conn: Any) -> IsolationLevel:
+        # what Connection.default_isolation_level reports; reset_isolation_level does not use it
+        return "READ COMMITTED"
+
+    def set_isolation_level(self, dbapi_connection: Any, level: str) -> None:
+        # the driver stays in autocommit, and make_engine's begin listener sends the BEGIN,
+        # with this level, and the transaction's settings in the same round trip; AUTOCOMMIT
+        # is no BEGIN at all
+        dbapi_connection.autocommit = True
+        levels = self.loaded_dbapi.IsolationLevel
+        named = None if level == "AUTOCOMMIT" else levels[level.replace(" ", "_")]
+        dbapi_connection.isolation_level = named
+
+    def reset_isolation_level(self, dbapi_conn: Any) -> None:
+        # None: a plain BEGIN, at the server's default isolation level (not one read at connect)
+        dbapi_conn.autocommit = True
+        dbapi_conn.isolation_level = None
+
+
+registry.register(f"postgresql.{DRIVER}", __name__, "_Psycopg")
+
+
+def read_default_schema(connection: Connection) -> None:
+    """Read the schema unqualified names resolve to (current_schema()), once per engine, for
+    reflection: Alembic's comparison and the inspector tell tables in it from others by it."""
+    dialect = connection.dialect
+    if dialect.name == "postgresql" and dialect.default_schema_name is None:
+        dialect.default_schema_name = connection.exec_driver_sql("SELECT current_schema()").scalar()
 
 
 def make_engine(url: URL, pre_ping: bool = True) -> Engine:
@@ -61,8 +138,10 @@ def make_engine(url: URL, pre_ping: bool = True) -> Engine:
         event.listen(engine, "connect", configure_sqlite)
         event.listen(engine, "begin", _begin_sqlite)
         return engine
+    # psycopg, as config.py makes every postgres:// URL; one that names another driver keeps it
+    ours = url.drivername == "postgresql+psycopg"
     engine = create_engine(
-        url,
+        url.set(drivername=f"postgresql+{DRIVER}") if ours else url,
         # short-lived processes: a small pool, checked before use (Neon suspends idle computes)
         pool_size=1,
         max_overflow=4,
@@ -70,23 +149,57 @@ def make_engine(url: URL, pre_ping: bool = True) -> Engine:
         pool_recycle=300,
         # the project has no hstore column: looking the type up costs three statements per connect
         use_native_hstore=False,
-        connect_args=postgresql_connect_args(url),
+        # the transactions begin in begin_postgresql below, not in psycopg
+        connect_args={**postgresql_connect_args(url), **({"autocommit": True} if ours else {})},
     )
 
     def begin_postgresql(connection: Connection) -> None:
         # SET LOCAL: a session's SET would stay behind on a server connection that PgBouncer
         # in transaction mode (Neon's pooler) then lends to others; a startup option it refuses
         options = connection.get_execution_options()
-        # in autocommit there is no transaction for SET LOCAL to last (read-later has its own)
+        # in autocommit there is no transaction (read-later and write-once begin their own)
         if options.get("isolation_level") == "AUTOCOMMIT":
             return
+        statements = []
         if (bound := options.get(POSTGRES_LOCK_TIMEOUT, seconds)) is not None:
-            connection.exec_driver_sql(set_local("lock_timeout", bound))
+            statements.append(set_local("lock_timeout", bound))
         if (limit := options.get(POSTGRES_STATEMENT_TIMEOUT)) is not None:
-            connection.exec_driver_sql(set_local("statement_timeout", limit))
+            statements.append(set_local("statement_timeout", limit))
+        if not ours:  # another driver begins the transaction itself
+            for statement in statements:
+                connection.exec_driver_sql(statement)
+            return
+        # the driver is in autocommit (_Psycopg): BEGIN and the settings go in one round
+        # trip, where psycopg would send its BEGIN in one and each setting in another
+        driver = driver_connection(connection)
+        statements.insert(0, begin_statement(driver))
+        if (query := options.get(POSTGRES_WITH_BEGIN)) is not None:
+            statements.append(query)
+        sql = "; ".join(statements)
+        with driver_errors(connection, sql):
+            cursor = driver.execute(sql)
+            if query is not None:
+                while cursor.nextset():  # to the last statement's rows: the query's
+                    pass
+                connection.info[POSTGRES_WITH_BEGIN] = cursor.fetchone()
 
     event.listen(engine, "begin", begin_postgresql)
+    # the engine's URL is the one it was given: messages name it, and compare it with others
+    engine.url = url
     return engine
+
+
+def begin_statement(driver: Any) -> str:
+    """The BEGIN of a transaction with a psycopg connection's isolation level and access mode,
+    as psycopg would begin it; none set: the server's defaults."""
+    parts = ["BEGIN"]
+    if driver.isolation_level is not None:
+        parts.append(f"ISOLATION LEVEL {driver.isolation_level.name.replace('_', ' ')}")
+    if driver.read_only is not None:
+        parts.append("READ ONLY" if driver.read_only else "READ WRITE")
+    if driver.deferrable is not None:
+        parts.append("DEFERRABLE" if driver.deferrable else "NOT DEFERRABLE")
+    return " ".join(parts)
 
 
 def lock_timeout() -> float:
@@ -198,7 +311,11 @@ def _warn_unclosed() -> None:
 
 
 def open_database(
-    url: URL | None = None, pre_ping: bool = True, *, explain_errors: bool = False
+    url: URL | None = None,
+    pre_ping: bool = True,
+    *,
+    explain_errors: bool = False,
+    check_postgresql: bool = True,
 ) -> Database:
     """Sessions on a database the migrations have brought to head, or DatabaseSetupError
     saying what to do: `with open_database() as sessions:`.
@@ -206,13 +323,17 @@ def open_database(
     What fails inside the block reaches the caller as itself (an IntegrityError for a
     duplicate row); explain_errors=True, for a command's work, turns a database error there
     into a DatabaseSetupError in one line too. pre_ping: see make_engine; the programs, which
-    exit within the second, pass False.
+    exit within the second, pass False. check_postgresql=False: on PostgreSQL the caller
+    checks, in its transaction's first round trip (first_round_trip), rather than in a round
+    trip of its own here.
     """
     url = url or database_url()
     with explained(url):
         engine = make_engine(url, pre_ping)
         existing_sqlite_file(url)
         try:
+            if not check_postgresql and url.get_backend_name() == "postgresql":
+                return Database(url, engine, explain_errors)
             with engine.connect() as connection:
                 if connection.dialect.name == "postgresql":
                     # the check is one statement: BEGIN and ROLLBACK around it would be two
@@ -223,6 +344,35 @@ def open_database(
             engine.dispose()
             raise
     return Database(url, engine, explain_errors)
+
+
+@contextmanager
+def first_round_trip(connection: Connection, begin: str = "BEGIN") -> Iterator[Any]:
+    """PostgreSQL: one round trip that begins the transaction, bounds its lock waits, reads
+    the revision and sends what the block queues on the psycopg connection it is given (a
+    pipeline: the results are there once the block has ended); then check_at_head's
+    verdict, before the caller uses them. `with first_round_trip(connection) as driver:`
+
+    connection: in AUTOCOMMIT, so that the transaction begins here, with begin, in the same
+    round trip; COMMIT or ROLLBACK ends it as any other. Where the check fails, or a
+    statement does, the connection is rolled back and check_at_head reads what it needs to
+    say why, as open_database would.
+    """
+    driver = driver_connection(connection)
+    revision = driver.cursor()
+    dbapi = connection.dialect.loaded_dbapi
+    try:
+        with driver.pipeline():
+            driver.execute(begin)
+            driver.execute(set_local("lock_timeout", lock_timeout()))
+            revision.execute(f"SELECT version_num FROM {VERSION_TABLE}")
+            yield driver
+    except dbapi.Error as exc:
+        driver.rollback()
+        check_at_head(connection)  # its message, if the database is not at head
+        first = "(the transaction's first statements)"
+        raise DBAPIError.instance(first, None, exc, dbapi.Error) from None
+    check_at_head(connection, current={version for (version,) in revision.fetchall()})
 
 
 def driver_connection(connection: Connection) -> Any:

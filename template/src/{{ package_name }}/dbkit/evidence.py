@@ -49,7 +49,13 @@ def collect(
     """evidence.json's content, schema.sql's text and the schema's erDiagram (from the
     database, as reflected: see diagram.py)."""
     result = verify(database)
-    snapshot = schema_snapshot(database.connection)
+    reflected = _reflected(database)
+    # the tables' names as that reflection found them: asking again would be a round trip
+    # (a table of another schema, which a foreign key pulled in, is not one of them)
+    names = (
+        None if reflected is None else [t.name for t in reflected.tables.values() if not t.schema]
+    )
+    snapshot = schema_snapshot(database.connection, names)
     # pass only for a bundle whose tests ran and passed: checks alone are pass-untested
     verdict = (
         "fail"
@@ -75,11 +81,14 @@ def collect(
         "tests": tests,
         "verdict": verdict,
     }
-    return evidence, schema_sql(database), er_diagram(snapshot)
+    return evidence, schema_sql(database, reflected), er_diagram(snapshot)
 
 
-def schema_snapshot(connection: Connection) -> dict[str, Any]:
-    """The schema as the database reports it, normalised: sorted, nothing volatile."""
+def schema_snapshot(connection: Connection, names: list[str] | None = None) -> dict[str, Any]:
+    """The schema as the database reports it, normalised: sorted, nothing volatile.
+
+    names: the tables, when the caller has them (the inspector's get_table_names()).
+    """
     inspector = inspect(connection)
     dialect = connection.dialect
 
@@ -92,9 +101,19 @@ def schema_snapshot(connection: Connection) -> dict[str, Any]:
     def sql(text: object) -> str | None:
         return " ".join(str(text).split()) if text is not None else None
 
+    # each kind read for every table in one query (get_multi_*): remotely, a query per
+    # table and kind would be a round trip each
+    names = sorted(inspector.get_table_names() if names is None else names)
+    columns = inspector.get_multi_columns(filter_names=names)
+    primary_keys = inspector.get_multi_pk_constraint(filter_names=names)
+    foreign_keys = inspector.get_multi_foreign_keys(filter_names=names)
+    uniques = inspector.get_multi_unique_constraints(filter_names=names)
+    indexes = inspector.get_multi_indexes(filter_names=names)
+    checks = inspector.get_multi_check_constraints(filter_names=names)
     tables = {}
-    for table in sorted(inspector.get_table_names()):
-        primary_key = inspector.get_pk_constraint(table)
+    for table in names:
+        key = (None, table)
+        primary_key: dict[str, Any] = dict(primary_keys.get(key) or {})
         tables[table] = {
             # column order is part of the schema: CREATE TABLE writes it
             "columns": [
@@ -104,7 +123,7 @@ def schema_snapshot(connection: Connection) -> dict[str, Any]:
                     "nullable": column["nullable"],
                     "default": sql(column.get("default")),
                 }
-                for column in inspector.get_columns(table)
+                for column in columns.get(key, [])
             ],
             "primary_key": {
                 "name": primary_key.get("name"),
@@ -119,14 +138,14 @@ def schema_snapshot(connection: Connection) -> dict[str, Any]:
                         "referenced_columns": fk["referred_columns"],
                         "on_delete": (fk.get("options") or {}).get("ondelete"),
                     }
-                    for fk in inspector.get_foreign_keys(table)
+                    for fk in foreign_keys.get(key, [])
                 ),
                 key=json.dumps,
             ),
             "unique": sorted(
                 (
                     {"name": unique.get("name"), "columns": unique["column_names"]}
-                    for unique in inspector.get_unique_constraints(table)
+                    for unique in uniques.get(key, [])
                 ),
                 key=json.dumps,
             ),
@@ -137,14 +156,14 @@ def schema_snapshot(connection: Connection) -> dict[str, Any]:
                         "columns": index["column_names"],
                         "unique": bool(index["unique"]),
                     }
-                    for index in inspector.get_indexes(table)
+                    for index in indexes.get(key, [])
                 ),
                 key=json.dumps,
             ),
             "checks": sorted(
                 (
                     {"name": check.get("name"), "sql": sql(check["sqltext"])}
-                    for check in inspector.get_check_constraints(table)
+                    for check in checks.get(key, [])
                 ),
                 key=json.dumps,
             ),
@@ -158,16 +177,27 @@ def schema_hash(snapshot: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def schema_sql(database: Database) -> str:
-    """The schema as it is: SQLite's own stored DDL; elsewhere, DDL from reflection."""
+def _reflected(database: Database) -> MetaData | None:
+    """Every table of the database's default schema (and those their foreign keys refer
+    to), reflected; None on SQLite."""
+    if database.backend == "sqlite":
+        return None
+    metadata = MetaData()
+    with reflecting():
+        metadata.reflect(database.connection)
+    return metadata
+
+
+def schema_sql(database: Database, reflected: MetaData | None = None) -> str:
+    """The schema as it is: SQLite's own stored DDL; elsewhere, DDL from reflection
+    (reflected, when the caller has it: _reflected())."""
     if database.backend == "sqlite":
         rows = database.connection.exec_driver_sql(
             "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY tbl_name, type DESC, name"
         )
         return "".join(f"{sql};\n\n" for sql in rows.scalars())
-    metadata = MetaData()
-    with reflecting():
-        metadata.reflect(database.connection)
+    metadata = reflected or _reflected(database)
+    assert metadata is not None  # (not SQLite)
     dialect = database.connection.dialect
     statements = []
     for table in metadata.sorted_tables:

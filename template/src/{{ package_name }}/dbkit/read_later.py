@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def read(args: argparse.Namespace) -> int:
-    with open_database(pre_ping=False, explain_errors=True) as sessions:
+    with open_database(pre_ping=False, explain_errors=True, check_postgresql=False) as sessions:
         read_names(sessions, sys.stdout)
     return 0
 

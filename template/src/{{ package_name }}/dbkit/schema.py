@@ -63,10 +63,13 @@ def database_revisions(connection: Connection) -> set[str]:
     return set()
 
 
-def check_at_head(connection: Connection, versions: Path | None = None) -> None:
+def check_at_head(
+    connection: Connection, versions: Path | None = None, current: set[str] | None = None
+) -> None:
     """Raise DatabaseSetupError unless the database is at the migrations' head.
 
     The message names the database it checked, and where `alembic` works if that may differ.
+    current: the revisions, when the caller has read them already (db.first_round_trip).
     """
     versions = versions or VERSIONS_DIR
     scripts = read_scripts(versions)
@@ -76,7 +79,8 @@ def check_at_head(connection: Connection, versions: Path | None = None) -> None:
             "(uv sync, pip install -e .) or as a wheel built by uv build, which carries them"
         )
     heads = scripts.heads
-    current = database_revisions(connection)
+    if current is None:
+        current = database_revisions(connection)
     if current == heads:
         return
     url = connection.engine.url

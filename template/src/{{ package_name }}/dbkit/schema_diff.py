@@ -23,12 +23,12 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     UniqueConstraint,
-    inspect,
 )
 from sqlalchemy.exc import SAWarning
 from sqlalchemy.sql.schema import ColumnCollectionConstraint
 
 from ..models.base import Base  # models/__init__.py, run first, imports every model
+from .db import read_default_schema
 
 # Alembic's differences that _constraint_differences reports instead, each named once
 CONSTRAINT_OPERATIONS = {
@@ -45,14 +45,26 @@ def schema_differences(connection: Connection) -> list[str]:
     """Every difference between the database's schema and the models', in words; [] if none."""
     # the options migrations/env.py gives `alembic check`, so that the two agree
     opts = {"target_metadata": Base.metadata, "compare_type": True, "compare_server_default": True}
-    context = MigrationContext.configure(connection, opts=opts)
+    # the tables as Alembic's comparison reflected them, for the constraints: reflecting them
+    # again would cost as many queries as the comparison (one round trip each, remotely)
+    reflected: dict[str, Table] = {}
+
+    def keep_reflected(item: Any, name: Any, kind: str, _reflected: bool, compare_to: Any) -> bool:
+        if kind == "table" and isinstance(compare_to, Table):
+            reflected[item.key] = compare_to
+        return True
+
+    context = MigrationContext.configure(
+        connection, opts={**opts, "include_object": keep_reflected}
+    )
+    read_default_schema(connection)
     with reflecting():
         differences = [
             describe_difference(difference)
             for difference in compare_metadata(context, Base.metadata)
             if not _is_constraint_difference(difference)
         ]
-        return differences + _constraint_differences(connection)
+        return differences + _constraint_differences(reflected)
 
 
 @contextmanager
@@ -117,19 +129,19 @@ def _is_constraint_difference(difference: Any) -> bool:
     return isinstance(difference, tuple) and difference[0] in CONSTRAINT_OPERATIONS
 
 
-def _constraint_differences(connection: Connection) -> list[str]:
-    """Each named constraint and index of the models' tables that the database lacks or adds.
+def _constraint_differences(reflected: dict[str, Table]) -> list[str]:
+    """Each named constraint and index of the models' tables that the database lacks or adds,
+    from the tables as reflected (by the table's key in the models' metadata).
 
     Compared by name, and by columns where they have some; a CHECK constraint by name only
     (each backend gives back its SQL in its own words). A table missing from the database is
     not compared here: Alembic's comparison names it.
     """
-    inspector = inspect(connection)
     differences = []
     for table in sorted(Base.metadata.tables.values(), key=lambda table: table.name):
-        if inspector.has_table(table.name, schema=table.schema):
-            found = _database_constraints(inspector, table)
-            differences += _compare_named(table.name, _model_constraints(table), found)
+        if (found := reflected.get(table.key)) is not None:
+            in_database = _model_constraints(found)
+            differences += _compare_named(table.name, _model_constraints(table), in_database)
     return differences
 
 
@@ -187,33 +199,6 @@ def _model_constraints(table: Table) -> list[Named]:
         plain = all(isinstance(expression, Column) for expression in index.expressions)
         shape = _columns(column.name for column in index.columns) if plain else None
         named.append(Named("index", name, _unique(index.unique, shape)))
-    return named
-
-
-def _database_constraints(inspector: Any, table: Table) -> list[Named]:
-    where = {"table_name": table.name, "schema": table.schema}
-    named = []
-    primary_key = inspector.get_pk_constraint(**where)
-    if primary_key["constrained_columns"]:
-        columns = _columns(primary_key["constrained_columns"])
-        named.append(Named("primary key", primary_key["name"], columns))
-    for key in inspector.get_foreign_keys(**where):
-        columns, referred = _columns(key["constrained_columns"]), _columns(key["referred_columns"])
-        named.append(
-            Named("foreign key", key["name"], f"{columns} -> {key['referred_table']} {referred}")
-        )
-    for unique in inspector.get_unique_constraints(**where):
-        named.append(Named("unique constraint", unique["name"], _columns(unique["column_names"])))
-    for check in inspector.get_check_constraints(**where):
-        named.append(Named("check constraint", check["name"], None))
-    for index in inspector.get_indexes(**where):
-        # PostgreSQL gives a unique constraint's index too; SQLite's own are sqlite_autoindex_*
-        own = str(index["name"]).startswith("sqlite_autoindex_")
-        if own or index.get("duplicates_constraint"):
-            continue
-        plain = None not in index["column_names"]
-        shape = _columns(index["column_names"]) if plain else None
-        named.append(Named("index", index["name"], _unique(bool(index["unique"]), shape)))
     return named
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
 from .db import (
+    POSTGRES_WITH_BEGIN,
     existing_sqlite_file,
     lock_timeout,
     make_engine,
@@ -28,6 +29,9 @@ from .db import (
     set_local,
 )
 from .errors import DatabaseSetupError, cannot_use, explained, first_line, sqlite_problem
+
+# what the engine's path exports for the raw path to import (share_snapshot)
+EXPORT_SNAPSHOT = "SELECT pg_export_snapshot(), current_schema()"
 
 
 @dataclass
@@ -39,6 +43,8 @@ class Database:
     connection: Connection
     raw: Any  # a DB-API connection: sqlite3's or psycopg's
     driver_errors: tuple[type[Exception], ...]
+    # PostgreSQL: both paths are in transactions that see one snapshot (share_snapshot)
+    shared: bool = False
 
     @property
     def backend(self) -> str:
@@ -48,6 +54,7 @@ class Database:
         # a failed statement aborts a PostgreSQL transaction; the next check starts clean
         self.connection.rollback()
         self.raw.rollback()
+        self.shared = False
 
     def data_version(self) -> int | None:
         """SQLite's count of commits by other connections; None on PostgreSQL (snapshots)."""
@@ -61,10 +68,8 @@ class Database:
         if self.backend == "sqlite":
             return f"sqlite3 {sqlite3.sqlite_version}", f"SQLite {sqlite3.sqlite_version}"
         psycopg = importlib.import_module("psycopg")
-        with self.raw.cursor() as cursor:
-            cursor.execute("SHOW server_version")
-            (server,) = cursor.fetchone()
-        self.raw.rollback()
+        # what SHOW server_version says, which the server sent as the connection opened
+        server = self.raw.info.parameter_status("server_version")
         return f"psycopg {psycopg.__version__}", f"PostgreSQL {server}"
 
     def share_snapshot(self) -> None:
@@ -73,16 +78,29 @@ class Database:
         On PostgreSQL the raw connection imports the snapshot the engine's connection
         exports, so a writer committing in between cannot make the two paths disagree.
         SQLite has no such thing; verify.py's _check_data watches its data_version instead.
+        On PostgreSQL the two transactions, once begun, last until rollback(): every check
+        reads the same snapshot, and sharing it again costs nothing.
         """
+        if self.shared:
+            return
         self.rollback()
         if self.backend == "sqlite":
             return
-        snapshot = self.connection.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
+        # exported as the transaction begins, in its round trip, with the schema unqualified
+        # names resolve to, which reflection needs (db.py's read_default_schema)
+        self.connection.execution_options(**{POSTGRES_WITH_BEGIN: EXPORT_SNAPSHOT})
+        self.connection.begin()
+        snapshot, schema = self.connection.info.pop(POSTGRES_WITH_BEGIN)
+        if self.connection.dialect.default_schema_name is None:
+            self.connection.dialect.default_schema_name = schema
         sql = importlib.import_module("psycopg.sql")  # utility statements take no parameters
-        with self.raw.cursor() as cursor:
-            cursor.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-            # the engine's transactions bound their lock waits (db.py); the raw path's too
-            cursor.execute(set_local("lock_timeout", lock_timeout()))
+        # one round trip (the raw connection is in autocommit: psycopg's BEGIN would be one
+        # more); the engine's transactions bound their lock waits (db.py), the raw path's too
+        begin = sql.SQL(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT {}; {}"
+        ).format(sql.Literal(snapshot), sql.SQL(set_local("lock_timeout", lock_timeout())))
+        self.raw.execute(begin)
+        self.shared = True
 
 
 @contextmanager
@@ -111,8 +129,16 @@ def connect(url: URL) -> Iterator[Database]:
             engine.dispose()
             raise
     try:
-        yield Database(url, engine, connection, raw, (SQLAlchemyError, *errors))
+        database = Database(url, engine, connection, raw, (SQLAlchemyError, *errors))
+        with explained(url):
+            # at once, so that every check reads the one snapshot (PostgreSQL)
+            database.share_snapshot()
+        yield database
     finally:
+        if url.get_backend_name() != "sqlite":
+            # both transactions only read: closing the connections ends them on the server,
+            # without a ROLLBACK's round trip (as raw.close() does for the raw path)
+            connection.invalidate()
         connection.close()
         raw.close()
         engine.dispose()
@@ -142,6 +168,7 @@ def _raw_postgresql(url: URL) -> tuple[Any, tuple[type[Exception], ...]]:
         raw = psycopg.connect(**options)
     except psycopg.Error as exc:
         raise DatabaseSetupError(cannot_use(url, exc)) from None
-    raw.read_only = True
-    raw.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # to import a snapshot
+    # share_snapshot() begins its transactions, read-only, in the isolation level a snapshot
+    # import needs (REPEATABLE READ), with the import in the same round trip
+    raw.autocommit = True
     return raw, (psycopg.Error,)

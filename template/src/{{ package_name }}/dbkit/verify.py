@@ -381,19 +381,20 @@ def _sqlite_integrity_check(raw: sqlite3.Connection, writable: Path | None) -> l
 
 def _postgresql_integrity(raw: Any) -> list[str]:
     in_use = "n.nspname = ANY (current_schemas(false))"
-    with raw.cursor() as cursor:
-        cursor.execute(
-            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            f"JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT i.indisvalid AND {in_use} "
-            "ORDER BY 1"
-        )
-        indexes = [name for (name,) in cursor.fetchall()]
-        cursor.execute(
-            "SELECT c.conrelid::regclass::text, c.conname FROM pg_constraint c "
-            f"JOIN pg_namespace n ON n.oid = c.connamespace WHERE NOT c.convalidated AND {in_use} "
-            "ORDER BY 1, 2"
-        )
-        constraints = [f"{table}.{name}" for table, name in cursor.fetchall()]
+    with raw.cursor() as found_indexes, raw.cursor() as found_constraints:
+        with raw.pipeline():  # both queries in one round trip
+            found_indexes.execute(
+                "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                f"WHERE NOT i.indisvalid AND {in_use} ORDER BY 1"
+            )
+            found_constraints.execute(
+                "SELECT c.conrelid::regclass::text, c.conname FROM pg_constraint c "
+                "JOIN pg_namespace n ON n.oid = c.connamespace "
+                f"WHERE NOT c.convalidated AND {in_use} ORDER BY 1, 2"
+            )
+        indexes = [name for (name,) in found_indexes.fetchall()]
+        constraints = [f"{table}.{name}" for table, name in found_constraints.fetchall()]
     problems = []
     if indexes:
         problems.append(f"invalid index: {', '.join(indexes)}")

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..models.marker import InvalidName, Marker, check_names
 from . import bulk
-from .db import CHUNK_SIZE, open_database
+from .db import CHUNK_SIZE, first_round_trip, open_database
 from .program import CannotRun, report, run, uninterrupted
 
 DEFAULT_NAME = "persistent-check"
@@ -45,7 +45,9 @@ def write(args: argparse.Namespace) -> int:
         # bytes that are not UTF-8 become lone surrogates, which check_names refuses by number
         sys.stdin.reconfigure(errors="surrogateescape")
     try:
-        with open_database(pre_ping=False, explain_errors=True) as sessions:
+        with open_database(
+            pre_ping=False, explain_errors=True, check_postgresql=False
+        ) as sessions:
             count = write_names(sessions, names_from(args.names, sys.stdin))
     except InvalidName as exc:
         raise CannotRun(f"{exc}; nothing was written") from None
@@ -56,17 +58,42 @@ def write(args: argparse.Namespace) -> int:
 
 
 def write_names(sessions: sessionmaker[Session], names: Iterable[str]) -> int:
-    """Check and insert every name in one transaction: all of them are stored, or none is."""
-    count = 0
+    """Check and insert every name in one transaction: all of them are stored, or none is.
+
+    On PostgreSQL the first batch goes in the transaction's first round trip, with the
+    check that the database is at head (db.first_round_trip), and the commit is the second.
+    CannotRun, with nothing written, if the database stored fewer rows than it was sent.
+    """
+    sent = 0
+    batches = _batches(names, BATCH_SIZE)
     with sessions() as session:  # closed uncommitted (an error, Ctrl-C), it rolls back
-        with bulk.inserter(session.connection(), MARKERS, "name") as insert_names:
-            for batch in _batches(names, BATCH_SIZE):
-                check_names(batch, first_number=count + 1)
-                insert_names(batch)
-                count += len(batch)
+        stored = 0
+        if session.get_bind().dialect.name != "postgresql":
+            connection = session.connection()
+        else:
+            # the transaction begins in first_round_trip, with the check and the first batch;
+            # the session's commit commits it (psycopg's, whenever one is open)
+            connection = session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            first = next(batches, [])
+            check_names(first)
+            with first_round_trip(connection) as driver:
+                queued = bulk.queue_insert(connection, driver, MARKERS, "name", first)
+            sent, stored = len(first), max(queued.rowcount, 0)
+        with bulk.inserter(connection, MARKERS, "name") as inserted:
+            for batch in batches:
+                check_names(batch, first_number=sent + 1)
+                inserted.insert(batch)
+                sent += len(batch)
+        stored += inserted.stored
+        if stored != sent:
+            # a trigger or rule that discards rows: "Wrote marker" would be untrue
+            raise CannotRun(
+                f"the database stored {stored} of the {sent} names sent (a trigger or rule on "
+                f"{MARKERS.name} discarded the rest?); nothing was written"
+            )
         with uninterrupted():
             session.commit()
-    return count
+    return sent
 
 
 def names_from(arguments: Sequence[str], stdin: Iterable[str]) -> Iterable[str]:
