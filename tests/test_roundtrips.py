@@ -104,8 +104,8 @@ def test_each_program_is_within_its_round_trip_limit(
 SETTINGS = """
 import sys
 from sqlalchemy import text
-from budget_tracker.config import parse_database_url
-from budget_tracker.db import make_engine
+from budget_tracker.dbkit.config import parse_database_url
+from budget_tracker.dbkit.db import make_engine
 engine = make_engine(parse_database_url(sys.argv[1]))
 with engine.connect() as connection:
     connection.execution_options(isolation_level="AUTOCOMMIT").scalar(text("SELECT 1"))
@@ -141,8 +141,8 @@ STOCK_DIALECT = """
 import sys
 from sqlalchemy import create_engine
 from sqlalchemy.dialects.postgresql.base import PGDialect
-from budget_tracker.config import parse_database_url
-from budget_tracker.db import make_engine
+from budget_tracker.dbkit.config import parse_database_url
+from budget_tracker.dbkit.db import make_engine
 # the internals db.py's _Psycopg overrides: gone or renamed, its overrides would do nothing
 for name in ("_get_server_version_info", "_set_backslash_escapes", "_get_default_schema_name"):
     assert callable(getattr(PGDialect, name)), name

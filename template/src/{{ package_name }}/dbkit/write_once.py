@@ -45,9 +45,7 @@ def write(args: argparse.Namespace) -> int:
         # bytes that are not UTF-8 become lone surrogates, which check_names refuses by number
         sys.stdin.reconfigure(errors="surrogateescape")
     try:
-        with open_database(
-            pre_ping=False, explain_errors=True, check_postgresql=False
-        ) as sessions:
+        with open_database(pre_ping=False, explain_errors=True, check_postgresql=False) as sessions:
             count = write_names(sessions, names_from(args.names, sys.stdin))
     except InvalidName as exc:
         raise CannotRun(f"{exc}; nothing was written") from None
