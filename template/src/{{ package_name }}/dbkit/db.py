@@ -36,6 +36,8 @@ CONNECT_TIMEOUT = 5
 # rows per round trip, read (every streamed read) or written (write-once's batches): memory
 # stays flat however many rows there are
 CHUNK_SIZE = 10_000
+# PostgreSQL's timeouts are milliseconds in an int: 2147483.647 s at most
+MAX_TIMEOUT = 2_147_483
 # seconds a program waits for a lock another session holds, then gives up with nothing done:
 # SQLite's busy timeout, PostgreSQL's lock_timeout; DATABASE_LOCK_TIMEOUT overrides it
 LOCK_TIMEOUT = 30
@@ -220,6 +222,12 @@ def seconds_from_env(variable: str, default: float) -> float:
         raise DatabaseSetupError(
             f"{variable} must be a number of seconds above 0, not {raw!r}; "
             f"unset it for the default ({default:g})"
+        )
+    if seconds > MAX_TIMEOUT:
+        # SQLite's busy timeout would take more, but one setting means the same everywhere
+        raise DatabaseSetupError(
+            f"{variable} must be at most {MAX_TIMEOUT} seconds (PostgreSQL's limit, about 24 "
+            f"days), not {seconds:g}; unset it for the default ({default:g})"
         )
     return seconds
 

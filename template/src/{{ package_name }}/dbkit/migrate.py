@@ -38,6 +38,7 @@ from .config import MIGRATIONS_DIR, migration_url
 from .data_loss import refuse_data_loss
 from .db import (
     CONNECT_TIMEOUT,
+    MAX_TIMEOUT,
     POSTGRES_LOCK_TIMEOUT,
     POSTGRES_STATEMENT_TIMEOUT,
     SQLITE_BEGIN,
@@ -77,9 +78,6 @@ LOCK_TIMEOUT = 2
 STATEMENT_TIMEOUT = 60
 # tries before giving up on a lock; between them, the sessions that queued get their turn
 LOCK_ATTEMPTS = 4
-# PostgreSQL's timeouts are milliseconds in an int: 2147483.647 s at most
-MAX_TIMEOUT = 2_147_483
-
 # where wait_for_other_migrations leaves the migrating backend's pid (_state())
 BACKEND_PID = "migration_backend_pid"
 # what a migration keeps about its connection, apart from Connection.info, which an
@@ -521,19 +519,9 @@ def migration_timeouts() -> tuple[float, float]:
     """Seconds a migration statement on PostgreSQL may wait for a lock, and may run;
     DatabaseSetupError, in one line, for a setting PostgreSQL cannot take."""
     return (
-        _timeout("MIGRATION_LOCK_TIMEOUT", LOCK_TIMEOUT),
-        _timeout("MIGRATION_STATEMENT_TIMEOUT", STATEMENT_TIMEOUT),
+        seconds_from_env("MIGRATION_LOCK_TIMEOUT", LOCK_TIMEOUT),
+        seconds_from_env("MIGRATION_STATEMENT_TIMEOUT", STATEMENT_TIMEOUT),
     )
-
-
-def _timeout(variable: str, default: float) -> float:
-    seconds = seconds_from_env(variable, default)
-    if seconds > MAX_TIMEOUT:
-        raise DatabaseSetupError(
-            f"{variable} must be at most {MAX_TIMEOUT} seconds (PostgreSQL's limit, about 24 "
-            f"days), not {seconds:g}; unset it for the default ({default:g})"
-        )
-    return seconds
 
 
 def wait_budget(lock: float) -> float:
