@@ -85,7 +85,7 @@ def test_a_budget_is_stored_with_its_defaults(migrated: URL, engine: Engine) -> 
 ROWS = """
 from decimal import Decimal
 
-from budget_tracker.db import open_database
+from budget_tracker.dbkit.db import open_database
 from budget_tracker.models import Budget, Marker, MarkerNote, Note
 
 with open_database() as sessions, sessions.begin() as session:
@@ -103,7 +103,7 @@ with open_database() as sessions, sessions.begin() as session:
 APPLY_RECIPE = """
 from pathlib import Path
 
-from tests.test_skill import add_to, blocks, run_block, write_new_file
+from tests.dbkit.skill_blocks import add_to, blocks, run_block, write_new_file
 
 for block in blocks("references/relationships.md"):
     if "alembic revision" in block.body:

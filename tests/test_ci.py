@@ -171,7 +171,7 @@ def test_each_job_installs_from_the_lock_and_runs_the_checks(default_project: Pa
         assert "uv run alembic upgrade head" in text and "uv run alembic check" in text
     assert "--extra postgres" in commands["postgresql"]
     checks = ("ruff check .", "ruff format --check .", "mypy --strict")
-    for check in (*checks, "python -m tests.migration_sql"):  # squawk, on SQLite too
+    for check in (*checks, "python -m tests.dbkit.migration_sql"):  # squawk, on SQLite too
         assert f"uv run {check}" in commands["sqlite"]
     tests = next(s for s in jobs["postgresql"]["steps"] if s.get("run") == "uv run pytest")
     assert tests["env"]["TEST_DATABASE_URL"].startswith("postgresql://")

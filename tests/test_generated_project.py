@@ -305,7 +305,7 @@ def test_a_broken_or_unmarked_block_in_the_skill_fails_the_projects_suite(tmp_pa
         (skill / document).write_text(f"{text}\n{block}")
         line = len(text.splitlines()) + 2 + block.split("```")[0].count("\n")
         expected.append(failure.format(block=f"{document}, line {line}"))
-    node = "tests/test_skill.py::test_every_block_runs_as_written"
+    node = "tests/dbkit/test_skill.py::test_every_block_runs_as_written"
     tests = [f"{node}[{document}]" for document in PLANTED_IN_SKILL]
     result = run_program(project, "pytest", "-q", "-p", "no:cacheprovider", *tests)
     assert result.returncode == 1, result.stdout[-3000:]
@@ -328,7 +328,9 @@ def test_the_skills_recipes_keep_the_users_own_models(tmp_path: Path) -> None:
     ok(run_program(project, "alembic", "upgrade", "head", env=env))
     ok(run_program(project, "alembic", "revision", "--autogenerate", "-m", "add notes", env=env))
 
-    result = run_program(project, "pytest", "-q", "-p", "no:cacheprovider", "tests/test_skill.py")
+    result = run_program(
+        project, "pytest", "-q", "-p", "no:cacheprovider", "tests/dbkit/test_skill.py"
+    )
     assert result.returncode == 0, result.stdout[-6000:]
 
 
@@ -372,7 +374,7 @@ def test_the_project_installs_and_proves_with_plain_pip(tmp_path: Path) -> None:
     assert len(commands) == 2 and "--group dev" in commands[1]
     ok(run("bash", "-euc", " && ".join(commands), cwd=project))
     prove(project)
-    assert ok(run_program(project, "pytest", "-q", "tests/test_persistence.py"))
+    assert ok(run_program(project, "pytest", "-q", "tests/dbkit/test_persistence.py"))
 
 
 def test_the_project_tests_refuse_to_wipe_the_database_it_uses(
@@ -418,3 +420,60 @@ def test_a_database_the_lessons_scripts_made_is_adopted_with_its_rows(
     assert ok(run_program(default_project, "write-once", "adopted", env=env)) == "Wrote marker\n"
     expected = "['persistent-check', 'adopted']\n"
     assert ok(run_program(default_project, "read-later", env=env)) == expected
+
+
+# WHAT IS WHOSE -------------------------------------------------------------------------------
+
+
+def test_the_package_root_holds_the_users_files_and_one_template_subpackage(
+    fresh_render: Path,
+) -> None:
+    package = fresh_render / "src" / "budget_tracker"
+    assert sorted(path.name for path in package.iterdir()) == ["__init__.py", "dbkit", "models"]
+    owner = "# dbkit (the template's): `copier update` brings each release's changes here.\n"
+    for folder in (package / "dbkit", fresh_render / "tests" / "dbkit"):
+        for module in folder.glob("*.py"):
+            assert module.read_text().startswith(owner), module
+    # the user's tests: no test module imports another test module
+    for module in (fresh_render / "tests").rglob("test_*.py"):
+        assert not re.search(r"^from tests\.(dbkit\.)?test_", module.read_text(), re.M), module
+
+
+def readme_section(project: Path, title: str) -> str:
+    readme = (project / "README.md").read_text()
+    start = readme.index(f"## {title}\n")
+    return readme[start : readme.find("\n## ", start + 1)]
+
+
+def test_the_readmes_add_a_command_recipe_runs_as_written(fresh_render: Path) -> None:
+    default_project = fresh_render
+    recipe = readme_section(default_project, "Add a command")
+    module, line = re.findall(r"```(?:python|toml)\n(.*?)```", recipe, re.S)
+    path = re.search(r"in `(src/budget_tracker/\w+\.py)`", recipe)
+    assert path is not None
+    (default_project / path[1]).write_text(module)
+    pyproject = default_project / "pyproject.toml"
+    text = pyproject.read_text()
+    pyproject.write_text(text.replace("[project.scripts]\n", f"[project.scripts]\n{line}", 1))
+    try:
+        install(default_project)
+        for check in (("ruff", "check", path[1]), ("ruff", "format", "--check", path[1])):
+            ok(run_program(default_project, *check))
+        ok(run_program(default_project, "mypy", path[1]))
+        ok(run_program(default_project, "alembic", "upgrade", "head"))
+        ok(run_program(default_project, "write-once", "rent"))
+        renamed = run_program(default_project, "rename-marker", "rent", "housing")
+        assert ok(renamed) == "Renamed 'rent' to 'housing'\n"
+        assert ok(run_program(default_project, "read-later")) == "['housing']\n"
+        missing = run_program(default_project, "rename-marker", "rent", "food")
+        assert (missing.returncode, missing.stdout) == (1, "")
+        assert missing.stderr == "rename-marker: error: no marker named 'rent'; nothing changed\n"
+        # a name the table's CHECK refuses: the IntegrityError, caught as the recipe says
+        refused = run_program(default_project, "rename-marker", "housing", "")
+        assert (refused.returncode, refused.stderr) == (
+            1,
+            "rename-marker: error: the markers table refuses ''; nothing changed\n",
+        )
+        assert ok(run_program(default_project, "read-later")) == "['housing']\n"
+    finally:
+        pyproject.write_text(text)

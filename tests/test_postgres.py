@@ -277,7 +277,7 @@ def test_the_generated_tests_refuse_a_database_with_tables_however_its_url_is_wr
             "-q",
             "-p",
             "no:cacheprovider",
-            "tests/test_persistence.py",
+            "tests/dbkit/test_persistence.py",
             env={"TEST_DATABASE_URL": test_url, "DATABASE_URL": url, **extra},
         )
         shown = f"{form}: {result.stdout[-2000:]}{result.stderr}"
@@ -345,8 +345,8 @@ def test_without_psycopg_a_postgresql_url_says_how_to_install_the_extra(
 PREPARED_STATEMENTS = """
 import sys
 from sqlalchemy import insert, select, text
-from budget_tracker.config import parse_database_url
-from budget_tracker.db import open_database
+from budget_tracker.dbkit.config import parse_database_url
+from budget_tracker.dbkit.db import open_database
 from budget_tracker.models import Marker
 
 with (
@@ -362,8 +362,8 @@ with (
 DROPPED_CONNECTION = """
 import sys
 from sqlalchemy import text
-from budget_tracker.config import parse_database_url
-from budget_tracker.db import make_engine
+from budget_tracker.dbkit.config import parse_database_url
+from budget_tracker.dbkit.db import make_engine
 
 engine = make_engine(parse_database_url(sys.argv[1]))
 pid = text("SELECT pg_backend_pid()")
@@ -497,9 +497,9 @@ def test_the_generated_write_tests_pass_through_pgbouncer(
         "-q",
         "-p",
         "no:cacheprovider",
-        "tests/test_transactions.py",
-        "tests/test_persistence.py",
-        "tests/test_bad_input.py::test_a_bad_name_late_in_a_large_batch_leaves_the_table_as_it_was",
+        "tests/dbkit/test_transactions.py",
+        "tests/dbkit/test_persistence.py",
+        "tests/dbkit/test_bad_input.py::test_a_bad_name_late_in_a_large_batch_leaves_the_table_as_it_was",
         env={"TEST_DATABASE_URL": pgbouncer.url(new_database("pooled_tests"))},
     )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]

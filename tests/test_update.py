@@ -26,7 +26,7 @@ VERSIONS = Path("template/migrations/versions")
 # own revisions two heads, so this set never grows (docs/decisions/0006-template-updates.md)
 RELEASED_REVISIONS = {"0001_create_markers.py"}
 
-SHIPPED_CHECK = "tests/test_no_conflict_markers.py"
+SHIPPED_CHECK = "tests/dbkit/test_no_conflict_markers.py"
 SKILL = Path(".claude/skills/database-deployment")
 SKILL_TEMPLATE = Path("template/{{ skills_dir }}/database-deployment")
 
@@ -322,15 +322,15 @@ def test_a_release_that_renames_a_file_moves_the_users_edits_with_it(tmp_path: P
     template = template_repo(tmp_path / "template")
     project = generate(template, tmp_path / "budget-tracker", "v1.0.0")
     users_test = "\n\ndef test_our_own_check() -> None:\n    assert True\n"
-    append(project / "tests/test_persistence.py", users_test)
+    append(project / "tests/dbkit/test_persistence.py", users_test)
     commit(project, "Our test")
 
     # release two renames the file; copier alone would delete it, edits and all
     git(
         template,
         "mv",
-        "template/tests/test_persistence.py.jinja",
-        "template/tests/test_proof.py.jinja",
+        "template/tests/dbkit/test_persistence.py.jinja",
+        "template/tests/dbkit/test_proof.py.jinja",
     )
     append(
         template / "copier.yml",
@@ -338,10 +338,12 @@ def test_a_release_that_renames_a_file_moves_the_users_edits_with_it(tmp_path: P
 _migrations:
   - version: v2.0.0
     when: "{{ _stage == 'before' }}"
-    command: test ! -f tests/test_persistence.py || cp tests/test_persistence.py tests/.renamed
+    command: >-
+      test ! -f tests/dbkit/test_persistence.py
+      || cp tests/dbkit/test_persistence.py tests/.renamed
   - version: v2.0.0
     when: "{{ _stage == 'after' }}"
-    command: test ! -f tests/.renamed || mv tests/.renamed tests/test_proof.py
+    command: test ! -f tests/.renamed || mv tests/.renamed tests/dbkit/test_proof.py
 """,
     )
     release(template, "v2.0.0")
@@ -355,11 +357,11 @@ _migrations:
     assert conflicts(project) == []
     assert changed(project) == {
         ".copier-answers.yml",
-        "tests/test_persistence.py",
-        "tests/test_proof.py",
+        "tests/dbkit/test_persistence.py",
+        "tests/dbkit/test_proof.py",
     }
-    assert not (project / "tests/test_persistence.py").exists()
-    assert (project / "tests/test_proof.py").read_text().endswith(users_test)
+    assert not (project / "tests/dbkit/test_persistence.py").exists()
+    assert (project / "tests/dbkit/test_proof.py").read_text().endswith(users_test)
 
 
 def test_a_project_from_the_first_commit_updates_to_the_working_tree(tmp_path: Path) -> None:
@@ -569,7 +571,7 @@ def test_a_package_renamed_by_hand_as_the_refusal_says_updates_with_its_models_r
     project = generate(template, tmp_path / "budget-tracker", "v1.0.0")
     register_budget_model(project)
     commit(project, "Budgets")
-    append(template / "template/src/{{ package_name }}/db.py", "# release two\n")
+    append(template / "template/src/{{ package_name }}/dbkit/db.py", "# release two\n")
     release(template, "v2.0.0")
 
     # docs/updating.md, "Rename the package"
@@ -615,3 +617,162 @@ def test_a_new_project_name_keeps_the_slug_and_package_it_once_gave(tmp_path: Pa
         "src/budget_tracker/__init__.py",
     }
     assert (project / "README.md").read_text().startswith("# Money Tracker\n")
+
+
+# 0.2.0: THE TEMPLATE'S MACHINERY MOVED INTO dbkit/ --------------------------------------
+
+USERS_COMMAND = '''"""report: how many markers there are (the user's own command)."""
+
+import argparse
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+
+from budget_tracker.dbkit import open_database, report, run
+from budget_tracker.models import Marker
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(argv, name="report", description="Count the markers.", work=count, could_not_run=1)
+
+
+def count(args: argparse.Namespace) -> int:
+    with open_database() as sessions, sessions() as session:
+        report(f"{session.scalar(select(func.count()).select_from(Marker))} markers")
+    return 0
+'''
+USERS_TEST = "\n\ndef test_ours_still_runs() -> None:\n    assert True\n"
+
+
+def history_with_tags(tmp_path: Path) -> Path:
+    """This repository's history, 0.1.0 tagged at its commit, the working tree released on top
+    as the changelog's version (the update's target)."""
+    history = tmp_path / "template"
+    git(tmp_path, "clone", "--quiet", "--no-hardlinks", str(ROOT), str(history))
+    for tag in git(history, "tag", "--list").split():
+        git(history, "tag", "--delete", tag)
+    git(history, "tag", "v0.1.0", RELEASE_0_1_0)
+    return history
+
+
+def release_working_tree(history: Path) -> str:
+    for name in git(history, "ls-files", "-z").split("\0"):
+        if name:
+            (history / name).unlink()
+    copy_working_tree(ROOT, history)
+    version = re.search(r"^## \[(\d[^\]]*)\]", (ROOT / "CHANGELOG.md").read_text(), re.MULTILINE)
+    assert version is not None
+    release(history, f"v{version.group(1)}")
+    return f"v{version.group(1)}"
+
+
+def resolve_keeping_both(path: Path) -> None:
+    """Each conflict resolved as release's lines, then the user's (a later line wins)."""
+    text = re.sub(
+        r"^<{7} before updating\n(.*?)^(?:\|{7}.*?\n.*?)?={7}\n(.*?)^>{7} after updating\n",
+        lambda block: block[2] + block[1],
+        path.read_text(),
+        flags=re.MULTILINE | re.DOTALL,
+    )
+    path.write_text(text)
+
+
+RELEASE_0_1_0 = "f9cc5abc6e58817cf4b6f9978c2851b27d3e5b36"
+# the last commit of the flat layout (the template's 21 modules beside the user's models)
+FLAT_LAYOUT = "5d68b47"
+
+
+@pytest.mark.parametrize("start", [RELEASE_0_1_0, FLAT_LAYOUT], ids=["from-0.1.0", "from-flat"])
+def test_an_update_into_dbkit_keeps_the_users_model_rows_command_test_and_edit(
+    tmp_path: Path, start: str
+) -> None:
+    history = history_with_tags(tmp_path)
+    project = generate(history, tmp_path / "budget-tracker", start)
+    install(project)
+    ok(run_program(project, "alembic", "upgrade", "head"))
+    # the user's work: a model with a revision, rows, a module with a command, a test, and a
+    # tuned constant in one of the template's modules
+    register_budget_model(project)
+    ok(run_program(project, "alembic", "revision", "--autogenerate", "-m", "Add budgets"))
+    ok(run_program(project, "alembic", "upgrade", "head"))
+    ok(run_program(project, "write-once", "kept-across-the-update"))
+    (project / "src/budget_tracker/report.py").write_text(USERS_COMMAND)
+    replace_once(project / "src/budget_tracker/db.py", "CONNECT_TIMEOUT = 5", "CONNECT_TIMEOUT = 7")
+    append(project / "tests/test_persistence.py", USERS_TEST)
+    commit(project, "Our budgets, report and tuning")
+    revision = next((project / "migrations/versions").glob("*add_budgets.py"))
+
+    update(project, release_working_tree(history), trust=True)
+
+    if start == RELEASE_0_1_0:
+        # 0.1.0's db.py and test_persistence.py changed around the user's lines since: git
+        # reports both as unmerged, and the user resolves them as docs/updating.md says
+        unmerged = git(project, "diff", "--name-only", "--diff-filter=U").split()
+        assert unmerged == ["src/budget_tracker/dbkit/db.py", "tests/dbkit/test_persistence.py"]
+        for name in unmerged:
+            resolve_keeping_both(project / name)
+        install(project)
+        ok(run_program(project, "ruff", "format", *unmerged))
+        git(project, "add", *unmerged)
+    assert conflicts(project) == []
+    kit = project / "src/budget_tracker/dbkit"
+    assert "CONNECT_TIMEOUT = 7" in (kit / "db.py").read_text()
+    assert USERS_TEST.strip() in (project / "tests/dbkit/test_persistence.py").read_text()
+    assert (project / "src/budget_tracker/report.py").read_text() == USERS_COMMAND
+    assert revision.exists() and (project / MODELS / "budget.py").read_text() == BUDGET_MODEL
+    # the package root: the user's files and the one template subpackage
+    root = {path.name for path in (project / "src/budget_tracker").iterdir()} - {"__pycache__"}
+    assert root == {"__init__.py", "models", "dbkit", "report.py"}
+    # the user's command, registered as the README says, runs on the kept rows
+    replace_once(
+        project / "pyproject.toml",
+        "[project.scripts]\n",
+        '[project.scripts]\nreport = "budget_tracker.report:main"\n',
+    )
+    install(project)
+    ok(run_program(project, "alembic", "check"))
+    assert ok(run_program(project, "read-later")) == "['kept-across-the-update']\n"
+    assert ok(run_program(project, "report")) == "1 markers\n"
+    ok(run_program(project, "pytest", "-q", "-p", "no:cacheprovider", "-m", "not dbkit"))
+    ok(
+        run_program(
+            project, "pytest", "-q", "-p", "no:cacheprovider", "tests/dbkit/test_persistence.py"
+        )
+    )
+
+
+def test_a_users_command_and_a_release_that_adds_one_merge_without_a_conflict(
+    tmp_path: Path,
+) -> None:
+    template = template_repo(tmp_path / "template")
+    project = generate(template, tmp_path / "budget-tracker", "v1.0.0")
+    # the README's recipe: the user's module, and one line in [project.scripts]
+    (project / "src/budget_tracker/report.py").write_text(USERS_COMMAND)
+    replace_once(
+        project / "pyproject.toml",
+        "[project.scripts]\n",
+        '[project.scripts]\nreport = "budget_tracker.report:main"\n',
+    )
+    commit(project, "Our report command")
+
+    # the release adds a command of its own: a module, its cli.py function, its script line
+    kit = template / "template/src/{{ package_name }}/dbkit"
+    (kit / "db_hello.py").write_text('"""db-hello."""\n')
+    append(
+        kit / "cli.py", "\n\ndef db_hello(argv: list[str] | None = None) -> int:\n    return 0\n"
+    )
+    replace_once(
+        template / "template/pyproject.toml.jinja",
+        'db-migrate = "{{ package_name }}.dbkit.cli:db_migrate"\n',
+        'db-migrate = "{{ package_name }}.dbkit.cli:db_migrate"\n'
+        'db-hello = "{{ package_name }}.dbkit.cli:db_hello"\n',
+    )
+    release(template, "v2.0.0")
+
+    update(project, "v2.0.0")
+
+    assert conflicts(project) == []
+    scripts = (project / "pyproject.toml").read_text()
+    assert 'report = "budget_tracker.report:main"' in scripts
+    assert 'db-hello = "budget_tracker.dbkit.cli:db_hello"' in scripts
+    assert (project / "src/budget_tracker/report.py").read_text() == USERS_COMMAND

@@ -26,7 +26,7 @@ from tests.postgres import PASSWORD, PostgresServer
 VALIDATE = """
 import json, sys
 import jsonschema
-from budget_tracker.bundle import SCHEMA_PATH
+from budget_tracker.dbkit.bundle import SCHEMA_PATH
 
 schema = json.loads(SCHEMA_PATH.read_text())
 jsonschema.validate(
@@ -110,7 +110,7 @@ def test_each_failure_exits_1_naming_its_check(
     sql = "DELETE FROM markers WHERE name = 'two'; ALTER TABLE markers ADD COLUMN note VARCHAR(9)"
     by_hand = (
         "import sys\nfrom sqlalchemy import create_engine\n"
-        "from budget_tracker.config import database_url\n"
+        "from budget_tracker.dbkit.config import database_url\n"
         "with create_engine(database_url()).begin() as connection:\n"
         "    for statement in sys.argv[1].split('; '):\n"
         "        connection.exec_driver_sql(statement)\n"

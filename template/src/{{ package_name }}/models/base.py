@@ -1,3 +1,4 @@
+# A starting point from the template, yours to change: `copier update` merges its changes.
 """The declarative base whose metadata Alembic compares the migrations against."""
 
 from datetime import datetime

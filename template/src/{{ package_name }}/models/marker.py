@@ -1,3 +1,4 @@
+# A starting point from the template, yours to change: `copier update` merges its changes.
 """Marker: one named row, the smallest proof that data outlives the process that wrote it."""
 
 from collections.abc import Sequence

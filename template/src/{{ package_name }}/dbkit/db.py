@@ -1,0 +1,306 @@
+# dbkit (the template's): `copier update` brings each release's changes here.
+"""The engine and session factory: every connection the project makes starts here."""
+
+import math
+import os
+import sqlite3
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .config import database_url
+from .errors import (
+    DatabaseSetupError,
+    explained,
+    in_memory,
+    missing_folder,
+    name_database,
+    unusable_file,
+)
+from .schema import check_at_head
+
+# seconds to wait for a connection (PostgreSQL)
+CONNECT_TIMEOUT = 5
+# rows per round trip, read (every streamed read) or written (write-once's batches): memory
+# stays flat however many rows there are
+CHUNK_SIZE = 10_000
+# seconds a program waits for a lock another session holds, then gives up with nothing done:
+# SQLite's busy timeout, PostgreSQL's lock_timeout; DATABASE_LOCK_TIMEOUT overrides it
+LOCK_TIMEOUT = 30
+# the execution option that makes a SQLite transaction begin with the write lock taken
+SQLITE_BEGIN = "sqlite_begin"
+# the execution option that sets a PostgreSQL transaction's lock_timeout, in seconds; None
+# sends none (migrations set theirs once they hold their advisory lock: see migrate.py)
+POSTGRES_LOCK_TIMEOUT = "postgres_lock_timeout"
+# the same for its statement_timeout; None (the default) sends none
+POSTGRES_STATEMENT_TIMEOUT = "postgres_statement_timeout"
+
+
+def make_engine(url: URL, pre_ping: bool = True) -> Engine:
+    """An engine for url, tuned for its backend; creates nothing in the database.
+
+    pre_ping=False is for a one-shot process, whose pooled connection is never idle long
+    enough to go stale: a ping would be one more round trip before every transaction.
+    """
+    seconds = lock_timeout()
+    if url.get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"timeout": seconds})
+
+        def configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+            _configure_sqlite(dbapi_connection, seconds)
+
+        event.listen(engine, "connect", configure_sqlite)
+        event.listen(engine, "begin", _begin_sqlite)
+        return engine
+    engine = create_engine(
+        url,
+        # short-lived processes: a small pool, checked before use (Neon suspends idle computes)
+        pool_size=1,
+        max_overflow=4,
+        pool_pre_ping=pre_ping,
+        pool_recycle=300,
+        # the project has no hstore column: looking the type up costs three statements per connect
+        use_native_hstore=False,
+        connect_args=postgresql_connect_args(url),
+    )
+
+    def begin_postgresql(connection: Connection) -> None:
+        # SET LOCAL: a session's SET would stay behind on a server connection that PgBouncer
+        # in transaction mode (Neon's pooler) then lends to others; a startup option it refuses
+        options = connection.get_execution_options()
+        # in autocommit there is no transaction for SET LOCAL to last (read-later has its own)
+        if options.get("isolation_level") == "AUTOCOMMIT":
+            return
+        if (bound := options.get(POSTGRES_LOCK_TIMEOUT, seconds)) is not None:
+            connection.exec_driver_sql(set_local("lock_timeout", bound))
+        if (limit := options.get(POSTGRES_STATEMENT_TIMEOUT)) is not None:
+            connection.exec_driver_sql(set_local("statement_timeout", limit))
+
+    event.listen(engine, "begin", begin_postgresql)
+    return engine
+
+
+def lock_timeout() -> float:
+    """Seconds a program waits for another session's lock: DATABASE_LOCK_TIMEOUT, else 30."""
+    return seconds_from_env("DATABASE_LOCK_TIMEOUT", LOCK_TIMEOUT)
+
+
+def seconds_from_env(variable: str, default: float) -> float:
+    """A number of seconds from the environment, else default; DatabaseSetupError if not one."""
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return default
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise DatabaseSetupError(
+            f"{variable} must be a number of seconds above 0, not {raw!r}; "
+            f"unset it for the default ({default:g})"
+        )
+    return seconds
+
+
+def set_local(timeout: str, seconds: float) -> str:
+    """The statement that sets a timeout (lock_timeout, statement_timeout) for the rest of a
+    PostgreSQL transaction."""
+    return f"SET LOCAL {timeout} = {milliseconds(seconds)}"
+
+
+def milliseconds(seconds: float) -> int:
+    """PostgreSQL's unit for its timeouts; at least 1, as 0 would mean no timeout at all."""
+    return max(1, round(seconds * 1000))
+
+
+def postgresql_connect_args(url: URL) -> dict[str, Any]:
+    """psycopg's settings: the project's defaults, except where the URL's query sets its own.
+
+    The URL wins: it is where a user tunes a connection for their server (a longer
+    connect_timeout for a compute that wakes up slowly), and every path reads the same URL.
+    """
+    defaults: dict[str, Any] = {
+        "connect_timeout": CONNECT_TIMEOUT,
+        # PgBouncer in transaction mode (Neon's -pooler host) cannot keep prepared statements
+        "prepare_threshold": None,
+    }
+    args = {key: value for key, value in defaults.items() if key not in url.query}
+    if isinstance(threshold := url.query.get("prepare_threshold"), str):
+        # psycopg takes it as a keyword, not from the connection string: an int, or None (off)
+        if threshold.lower() not in ("", "none") and not threshold.isdigit():
+            raise DatabaseSetupError(
+                f"prepare_threshold={threshold} in the URL is not a number or None"
+            )
+        args["prepare_threshold"] = int(threshold) if threshold.isdigit() else None
+    return args
+
+
+class Database:
+    """What open_database() returns: `with open_database() as sessions:` gives the session
+    factory and closes the engine's connections when the block ends.
+
+    Calling it as a session factory without `with` (`sessions = open_database()`, the form
+    before 0.2.0) still works until 0.3.0, with a DeprecationWarning.
+    """
+
+    def __init__(self, url: URL, engine: Engine, explain_errors: bool) -> None:
+        self.url = url
+        self.engine = engine
+        self.sessions = sessionmaker(engine)
+        self._explain_errors = explain_errors
+        self._explaining: AbstractContextManager[None] | None = None
+
+    def __enter__(self) -> sessionmaker[Session]:
+        if self._explain_errors:
+            self._explaining = explained(self.url)
+            self._explaining.__enter__()
+        return self.sessions
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        try:
+            if self._explaining is not None:
+                return self._explaining.__exit__(kind, error, traceback)
+            return None
+        finally:
+            self.engine.dispose()
+
+    def __call__(self, **options: Any) -> Session:
+        _warn_unclosed()
+        return self.sessions(**options)
+
+    def begin(self) -> AbstractContextManager[Session]:
+        _warn_unclosed()
+        return self.sessions.begin()
+
+
+def _warn_unclosed() -> None:
+    warnings.warn(
+        "open_database() is a context manager since 0.2.0: write `with open_database() as "
+        "sessions:` (the engine's connections are then closed when the block ends); "
+        "`sessions = open_database()` stops working in 0.3.0",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
+def open_database(
+    url: URL | None = None, pre_ping: bool = True, *, explain_errors: bool = False
+) -> Database:
+    """Sessions on a database the migrations have brought to head, or DatabaseSetupError
+    saying what to do: `with open_database() as sessions:`.
+
+    What fails inside the block reaches the caller as itself (an IntegrityError for a
+    duplicate row); explain_errors=True, for a command's work, turns a database error there
+    into a DatabaseSetupError in one line too. pre_ping: see make_engine; the programs, which
+    exit within the second, pass False.
+    """
+    url = url or database_url()
+    with explained(url):
+        engine = make_engine(url, pre_ping)
+        existing_sqlite_file(url)
+        try:
+            with engine.connect() as connection:
+                if connection.dialect.name == "postgresql":
+                    # the check is one statement: BEGIN and ROLLBACK around it would be two
+                    # more round trips (SQLite keeps its own BEGIN, which _begin_sqlite sends)
+                    connection.execution_options(isolation_level="AUTOCOMMIT")
+                check_at_head(connection)
+        except BaseException:
+            engine.dispose()
+            raise
+    return Database(url, engine, explain_errors)
+
+
+def driver_connection(connection: Connection) -> Any:
+    """The DB-API connection under a SQLAlchemy one (sqlite3's or psycopg's), for what only
+    the driver does: COPY, a streamed read, a pragma outside a transaction."""
+    driver = connection.connection.driver_connection
+    assert driver is not None  # a checked-out connection always has one
+    return driver
+
+
+@contextmanager
+def driver_errors(connection: Connection, statement: str) -> Iterator[None]:
+    """Errors of the driver's own cursor (COPY, streaming), wrapped as SQLAlchemy wraps its
+    own, so that explained() tells them in one line."""
+    dbapi = connection.dialect.loaded_dbapi
+    try:
+        yield
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(statement, None, exc, dbapi.Error) from None
+
+
+def existing_sqlite_file(url: URL) -> Path | None:
+    """The file a SQLite URL names, which must exist; None for another backend.
+
+    DatabaseSetupError, saying what to do, for an in-memory database, a missing folder, a
+    folder or unreadable file in its place, or no file yet: connecting would create an empty
+    one (opening it read-only would fail without saying why), and the schema belongs to
+    `alembic upgrade head`.
+    """
+    if message := in_memory(url):
+        raise DatabaseSetupError(message)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        return None
+    path = Path(url.database)
+    if message := missing_folder(path) or unusable_file(path):
+        raise DatabaseSetupError(message)
+    if not path.exists():
+        raise DatabaseSetupError(
+            f"no database at {path} yet; run `alembic upgrade head` to create it"
+        )
+    if path.stat().st_size == 0:
+        # what `touch app.db` leaves; a read-only connection (db-verify's) would take the file
+        # for one it may not write, and fail on the journal mode as on a read-only file
+        raise DatabaseSetupError(
+            f"the database ({name_database(url)}) has no schema yet; run `alembic upgrade head`"
+        )
+    return path
+
+
+def _configure_sqlite(dbapi_connection: Any, busy_timeout: float) -> None:
+    # the sqlite3 module would begin transactions itself, late and never before DDL, which
+    # leaves a schema change half-applied when it fails; _begin_sqlite begins them instead
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    # WAL lets readers work while a writer commits; it persists in the file once set
+    _use_wal(cursor, busy_timeout)
+    cursor.close()
+
+
+def _use_wal(cursor: Any, busy_timeout: float) -> None:
+    # Switching a file to WAL takes it whole. Connections that try at once (replicas starting
+    # together on a new file) each hold the shared lock the others wait on, so SQLite answers
+    # all but one "database is locked" at once rather than after the busy timeout; the one
+    # switches the file, and the others, trying again, find it switched.
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _begin_sqlite(connection: Connection) -> None:
+    # every statement of a transaction inside it, DDL included, and SAVEPOINT works; a
+    # connection with execution option sqlite_begin="IMMEDIATE" takes the write lock up front
+    mode = connection.get_execution_options().get(SQLITE_BEGIN, "")
+    connection.exec_driver_sql(f"BEGIN {mode}".rstrip())

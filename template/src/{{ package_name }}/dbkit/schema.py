@@ -1,0 +1,178 @@
+# dbkit (the template's): `copier update` brings each release's changes here.
+"""Is the database at the migrations' head? Answered without importing Alembic.
+
+Importing Alembic costs about 80 ms, a third of an entry point's run, so the revision ids
+are read from the scripts' source directly; the tests check them against `alembic heads`.
+"""
+
+import ast
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+from sqlalchemy import Connection, inspect, text
+from sqlalchemy.exc import DBAPIError
+
+from .config import MIGRATIONS_DIR, where_alembic_works
+from .errors import DatabaseSetupError, name_database
+
+VERSIONS_DIR = MIGRATIONS_DIR / "versions"
+VERSION_TABLE = "alembic_version"
+# how migrations label, on PostgreSQL, the revisions the database's head builds on
+LINEAGE = "alembic lineage:"
+
+
+class Scripts(NamedTuple):
+    """The revisions in the migration scripts, as their source says."""
+
+    revisions: set[str]
+    heads: set[str]  # that no other revision builds on
+    bases: set[str]  # that build on none: where the migrations begin
+
+
+def read_scripts(versions: Path = VERSIONS_DIR) -> Scripts:
+    """Every revision in the scripts, their heads and their bases, each script read once."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    bases: set[str] = set()
+    for script in versions.glob("*.py"):
+        assigned = _module_constants(script)
+        ids = _ids(assigned.get("revision"))
+        revisions.update(ids)
+        parents.update(_ids(assigned.get("down_revision")))
+        if assigned.get("down_revision") is None:
+            bases.update(ids)
+    return Scripts(revisions, revisions - parents, bases)
+
+
+def database_revisions(connection: Connection) -> set[str]:
+    """The revisions Alembic has stamped on the database (none before the first upgrade).
+
+    Without an alembic_version table, the connection's transaction is rolled back.
+    """
+    # one query, not a table lookup and then a query: on a remote database each is a round trip
+    try:
+        return set(connection.scalars(text("SELECT version_num FROM alembic_version")))
+    except DBAPIError as exc:
+        if not _is_missing_table(exc):
+            raise
+    connection.rollback()  # PostgreSQL refuses every further statement of a failed transaction
+    return set()
+
+
+def check_at_head(connection: Connection, versions: Path | None = None) -> None:
+    """Raise DatabaseSetupError unless the database is at the migrations' head.
+
+    The message names the database it checked, and where `alembic` works if that may differ.
+    """
+    versions = versions or VERSIONS_DIR
+    scripts = read_scripts(versions)
+    if not scripts.revisions:
+        raise DatabaseSetupError(
+            f"no migration scripts in {versions}; install the project from its folder "
+            "(uv sync, pip install -e .) or as a wheel built by uv build, which carries them"
+        )
+    heads = scripts.heads
+    current = database_revisions(connection)
+    if current == heads:
+        return
+    url = connection.engine.url
+    database = f"the database ({name_database(url)})"
+    if not current:
+        problem = _no_revision(connection, scripts.bases, database)
+    elif unknown := current - scripts.revisions:
+        if heads <= migrated_from(connection, current):
+            # a later release migrated it past ours, from our head (an expand revision, see
+            # the skill's live-migrations.md): every table and column we use is still there
+            return
+        problem = (
+            f"{database} is at revision {', '.join(sorted(unknown))}, which this project's "
+            "migrations do not have; check DATABASE_URL and compare with `alembic history`"
+        )
+    else:
+        problem = (
+            f"{database} is at revision {', '.join(sorted(current))}, older than "
+            f"{', '.join(sorted(heads))}; run `alembic upgrade head`"
+        )
+    raise DatabaseSetupError(problem + where_alembic_works(url))
+
+
+def lineage_comment(heads: set[str], revisions: set[str]) -> str:
+    """What migrations write on PostgreSQL's alembic_version: its heads and their ancestors."""
+    return f"{LINEAGE} heads {' '.join(sorted(heads))}; revisions {' '.join(sorted(revisions))}"
+
+
+def migrated_from(connection: Connection, current: set[str]) -> set[str]:
+    """The revisions the database's current ones build on, as its last migration recorded
+    them (PostgreSQL); empty when nothing was recorded for exactly these revisions.
+
+    Only a database whose revisions are not in this release's scripts costs the query.
+    """
+    if connection.dialect.name != "postgresql":
+        return set()
+    comment = connection.scalar(
+        text(f"SELECT obj_description('{VERSION_TABLE}'::regclass, 'pg_class')")
+    )
+    match = re.fullmatch(rf"{LINEAGE} heads ([^;]*); revisions (.*)", comment or "")
+    if match is None or set(match[1].split()) != current:
+        return set()  # none recorded, or recorded before someone set another revision
+    return set(match[2].split())
+
+
+def adoption_advice(connection: Connection, bases: Iterable[str]) -> str | None:
+    """For a database with no revision stamped: the advice to adopt the tables it holds, by
+    stamping the base revision (the one that creates them).
+
+    None when it holds none (a new database, or what `alembic downgrade base` leaves).
+    """
+    tables = [name for name in inspect(connection).get_table_names() if name != "alembic_version"]
+    if not tables:
+        return None
+    # made without the migrations (the lesson's scripts call create_all): upgrading would try
+    # to create tables that are there, and stamping a revision whose tables differ hides it
+    first = ", ".join(sorted(bases))
+    return (
+        f"the database ({name_database(connection.engine.url)}) has tables "
+        f"({', '.join(sorted(tables))}) but no migration history; if they are what revision "
+        f"{first} creates, adopt them with `alembic stamp {first}`, then `alembic upgrade head` "
+        "and `alembic check` (see the skill's alembic-migrations.md)"
+    )
+
+
+def _no_revision(connection: Connection, bases: set[str], database: str) -> str:
+    # an empty alembic_version is what `alembic downgrade base` leaves: no schema either
+    advice = adoption_advice(connection, bases)
+    return advice or f"{database} has no schema yet; run `alembic upgrade head`"
+
+
+def _is_missing_table(exc: DBAPIError) -> bool:
+    # psycopg gives PostgreSQL's SQLSTATE (42P01: undefined_table); sqlite3 only a message
+    reason = exc.orig
+    return getattr(reason, "sqlstate", None) == "42P01" or "no such table" in str(reason)
+
+
+def _module_constants(script: Path) -> dict[str, object]:
+    # `revision = "..."` and `down_revision: ... = (...)`, as Alembic writes them
+    constants: dict[str, object] = {}
+    for node in ast.parse(script.read_bytes(), str(script)).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        if isinstance(target, ast.Name):
+            try:
+                constants[target.id] = ast.literal_eval(value)
+            except (ValueError, TypeError, SyntaxError):
+                continue  # not a literal: not a revision id
+    return constants
+
+
+def _ids(value: object) -> set[str]:
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, (tuple, list)):
+        return {item for item in value if isinstance(item, str)}
+    return set()

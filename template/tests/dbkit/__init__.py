@@ -1,0 +1,1 @@
+# dbkit (the template's): `copier update` brings each release's changes here.
