@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import render
+from tests.helpers import ROOT, render
 
 
 def answers_of(project: Path) -> dict[str, Any]:
@@ -123,3 +123,25 @@ def test_a_bad_answer_is_refused_with_its_rule_and_nothing_is_written(
         render(destination, **{question: answer})
     assert rule in str(error.value)
     assert not destination.exists()
+
+
+def test_every_question_fits_80_columns_as_copier_prints_it() -> None:
+    # Copier prints a question's help line for line after its mark ("🎤 ", three columns);
+    # a folded (>-) help is one line however it looks in copier.yml
+    questions = yaml.safe_load((ROOT / "copier.yml").read_text())
+    too_wide = [
+        (name, line)
+        for name, question in questions.items()
+        if isinstance(question, dict) and "help" in question
+        for line in question["help"].splitlines()
+        if len("🎤 ") + 1 + len(line) > 80
+    ]
+    assert too_wide == []
+
+
+def test_the_project_names_placeholder_reads_as_an_instruction_not_a_default() -> None:
+    # Copier shows a placeholder greyed where the answer goes, but Enter answers "" (refused):
+    # a bare example name there looks like a default that Enter would take
+    question = yaml.safe_load((ROOT / "copier.yml").read_text())["project_name"]
+    assert question["placeholder"].startswith("type ")
+    assert "required" in question["help"]

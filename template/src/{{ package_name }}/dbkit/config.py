@@ -5,6 +5,10 @@ import os
 from pathlib import Path
 
 from dotenv import dotenv_values, load_dotenv
+
+# python-dotenv's parser, not its documented API (which only warns, through its logger, of a
+# line it skips, counting the blank lines before it, and says nothing of a name without `=`):
+# pyproject.toml pins the releases tests/dbkit/test_urls_and_settings.py checks it on
 from dotenv.parser import parse_stream
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError

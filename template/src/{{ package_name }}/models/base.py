@@ -1,8 +1,12 @@
 # A starting point from the template, yours to change: `copier update` merges its changes.
 """The declarative base whose metadata Alembic compares the migrations against."""
 
-from sqlalchemy import MetaData
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import DateTime, Double, MetaData
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.types import TypeEngine
 
 # constraints get predictable names, so a later migration can drop or alter them by name
 # (SQLite's batch mode cannot touch an unnamed constraint)
@@ -17,3 +21,12 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    # what a plain Mapped[...] becomes where SQLAlchemy's default is not what a project wants:
+    # a datetime is a moment, timestamptz on PostgreSQL (the default, timestamp without time
+    # zone, drops the offset, and squawk refuses it); a float the same 8 bytes whichever
+    # SQLAlchemy the Python gets (2.0 says FLOAT, 2.1 DOUBLE). The skill's
+    # references/new-model.md lists every plain annotation's type.
+    type_annotation_map: ClassVar[dict[type, TypeEngine[Any]]] = {
+        datetime: DateTime(timezone=True),
+        float: Double(),
+    }
