@@ -133,9 +133,12 @@ def make_engine(url: URL, pre_ping: bool = True) -> Engine:
     seconds = lock_timeout()
     if url.get_backend_name() == "sqlite":
         engine = create_engine(url, connect_args={"timeout": seconds})
+        # a read-only connection (db-verify's) reads the file in the journal mode it has: it
+        # cannot switch it, and a file the lesson's scripts made is not in WAL
+        read_only = "mode=ro" in (url.database or "")
 
         def configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
-            _configure_sqlite(dbapi_connection, seconds)
+            _configure_sqlite(dbapi_connection, seconds, read_only)
 
         event.listen(engine, "connect", configure_sqlite)
         event.listen(engine, "begin", _begin_sqlite)
@@ -430,14 +433,15 @@ def existing_sqlite_file(url: URL) -> Path | None:
     return path
 
 
-def _configure_sqlite(dbapi_connection: Any, busy_timeout: float) -> None:
+def _configure_sqlite(dbapi_connection: Any, busy_timeout: float, read_only: bool) -> None:
     # the sqlite3 module would begin transactions itself, late and never before DDL, which
     # leaves a schema change half-applied when it fails; _begin_sqlite begins them instead
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     # WAL lets readers work while a writer commits; it persists in the file once set
-    _use_wal(cursor, busy_timeout)
+    if not read_only:
+        _use_wal(cursor, busy_timeout)
     cursor.close()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from sqlalchemy import Connection, inspect, text
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
 from .config import MIGRATIONS_DIR, where_alembic_works
@@ -187,9 +188,12 @@ def _built_on(lineage: Lineage | None, current: set[str]) -> set[str]:
     return lineage.revisions
 
 
-def adoption_advice(connection: Connection, bases: Iterable[str]) -> str | None:
+def adoption_advice(
+    connection: Connection, bases: Iterable[str], url: URL | None = None
+) -> str | None:
     """For a database with no revision stamped: the advice to adopt the tables it holds, by
-    stamping the base revision (the one that creates them).
+    stamping the base revision (the one that creates them). url: the database's as the user
+    gave it, where the connection's is another (db-verify's read-only one).
 
     None when it holds none (a new database, or what `alembic downgrade base` leaves).
     """
@@ -200,7 +204,7 @@ def adoption_advice(connection: Connection, bases: Iterable[str]) -> str | None:
     # to create tables that are there, and stamping a revision whose tables differ hides it
     first = ", ".join(sorted(bases))
     return (
-        f"the database ({name_database(connection.engine.url)}) has tables "
+        f"the database ({name_database(url or connection.engine.url)}) has tables "
         f"({', '.join(sorted(tables))}) but no migration history; if they are what revision "
         f"{first} creates, adopt them with `alembic stamp {first}`, then `alembic upgrade head` "
         "and `alembic check` (see the skill's alembic-migrations.md)"

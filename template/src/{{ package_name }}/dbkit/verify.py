@@ -53,6 +53,7 @@ from .errors import (
     lock_wait_message,
     name_database,
 )
+from .schema import adoption_advice
 from .schema_diff import schema_differences
 from .two_paths import Database
 
@@ -195,6 +196,9 @@ def _check_revision(
     database: Database, script: ScriptDirectory, heads: list[str]
 ) -> tuple[list[str], bool, str]:
     current = sorted(MigrationContext.configure(database.connection).get_current_heads())
+    bases = script.get_bases()
+    if not current and (advice := adoption_advice(database.connection, bases, database.url)):
+        return current, False, advice  # tables made without the migrations (the lesson's)
     return current, *_revision_verdict(database.url, script, current, heads)
 
 
