@@ -10,7 +10,7 @@ float SQLite stored, where the ORM gives a Decimal rounded to the column's scale
 
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from enum import Enum
 from functools import partial
@@ -23,6 +23,9 @@ from sqlalchemy.orm import Mapper, Session
 
 from .bulk import stream_size as _stream_size
 from .db import CHUNK_SIZE
+
+# datetime.UTC, which Python 3.10 lacks (a project may support it)
+UTC = timezone(timedelta(0))
 
 CHECKSUM_MODULUS = 2**64
 # how SQLite's stored text of a date or time column reads as one
@@ -194,7 +197,7 @@ def canonical(value: object) -> int | str | None:
         if value.tzinfo is not None:
             # an instant, whatever zone the session shows it in: in UTC, and without the zone,
             # as SQLite (which keeps none) holds the same one when db-copy moves it there
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(UTC).replace(tzinfo=None)
         return value.isoformat(sep=" ", timespec="microseconds")  # SQLite's stored form
     if isinstance(value, time):
         return value.isoformat(timespec="microseconds")

@@ -26,7 +26,7 @@ def er_diagram(snapshot: dict[str, Any]) -> str:
             for each in [*table["unique"], *(i for i in table["indexes"] if i["unique"])]
             if len(each["columns"]) == 1
         }
-        lines.append(f"  {_entity(name)} {{")
+        lines.append("  " + _entity(name) + " {")  # (an f-string would double the brace)
         for column in table["columns"]:
             keys = [
                 key
