@@ -195,6 +195,10 @@ def _model_constraints(table: Table) -> list[Named]:
         elif isinstance(constraint, UniqueConstraint):
             named.append(Named("unique constraint", name, columns))
     for index in table.indexes:
+        if index.info.get("duplicates_constraint"):
+            # PostgreSQL's index behind a unique constraint, as Alembic's comparison reflects
+            # it (and marks it): the constraint is compared above
+            continue
         name = str(index.name) if isinstance(index.name, str) else None
         plain = all(isinstance(expression, Column) for expression in index.expressions)
         shape = _columns(column.name for column in index.columns) if plain else None
