@@ -527,6 +527,26 @@ def test_write_once_and_read_later_work_through_pgbouncer_in_transaction_mode(
     assert postgres.psql("SELECT count(*) FROM markers", database) == str(len(names))
 
 
+def test_db_verify_and_db_evidence_work_through_pgbouncer_in_transaction_mode(
+    postgres_project: Path,
+    postgres: PostgresServer,
+    pgbouncer: PgBouncer,
+    new_database: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    # the snapshot shared by two server connections, the behaviour check's pipelined round
+    # trip and the reads db-evidence shares, each inside a transaction the pooler pins
+    database = new_database("pooled_verify")
+    env = {"DATABASE_URL": pgbouncer.url(database), "DATABASE_URL_DIRECT": postgres.url(database)}
+    ok(run_program(postgres_project, "db-migrate", env=env))
+    ok(run_program(postgres_project, "write-once", env=env))
+    verified = ok(run_program(postgres_project, "db-verify", env=env)).splitlines()
+    assert [line.split()[0] for line in verified] == ["ok"] * 5, verified
+    bundle = tmp_path / "bundle"
+    ok(run_program(postgres_project, "db-evidence", "--output", str(bundle), env=env))
+    assert "Verdict: **pass-untested**" in (bundle / "evidence.md").read_text()
+
+
 def test_the_generated_write_tests_pass_through_pgbouncer(
     postgres_project: Path, pgbouncer: PgBouncer, new_database: Callable[[str], str]
 ) -> None:
@@ -558,6 +578,7 @@ def test_db_migrate_at_head_sends_only_what_it_needs_on_one_connection(
     migrated, statements = statements_of(postgres, database, "db-migrate", postgres_project, env)
     assert ok(migrated).startswith("Database at head: 0001 ")
     (lock,) = [statement for statement in statements if "pg_advisory_xact_lock" in statement]
+    # nothing SQLAlchemy would ask a new connection (db.py's _Psycopg)
     assert statements == [
         "BEGIN",
         # the lock, waited for until the migrations' deadline, and the timeouts: one round trip

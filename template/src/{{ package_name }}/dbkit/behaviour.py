@@ -16,10 +16,11 @@ compares, for the models' tables:
 - triggers and rules: each must be one a migration script creates (its name follows CREATE
   TRIGGER or CREATE RULE in a revision's source); any other is named.
 
-The catalog is read once for every table: one query on PostgreSQL (then one EXPLAIN for all
-CHECK conditions, one read of the keys' largest values and their sequences), sqlite_master once
-on SQLite. What this does not see: a trigger a migration created whose body was replaced by
-hand under the same name, and a function such a trigger calls.
+The catalog is read once for every table: one query on PostgreSQL (then, in one more round
+trip, one EXPLAIN for all CHECK conditions and one read of the keys' largest values and their
+sequences), sqlite_master once on SQLite. What this does not see: a trigger a migration
+created whose body was replaced by hand under the same name, and a function such a trigger
+calls.
 """
 
 import re
@@ -31,6 +32,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import CheckConstraint, Column, Connection, Table
 
 from ..models.base import Base  # models/__init__.py, run first, imports every model
+from .db import driver_connection, driver_errors
 
 # a trigger or rule a revision's source creates: the name after CREATE ... TRIGGER or RULE
 CREATED = re.compile(
@@ -298,29 +300,54 @@ def _postgresql(
             said += _unexpected(kind, table, [name], created)
         elif (key := keys.get(table)) is not None and key.name == name:
             found_keys[table] = (text, identity, sequence, increment)
-    said += _postgresql_checks(connection, tables, checks)
+    pairs, explain = _postgresql_checks(connection, tables, checks)
+    unnumbered, unread, reads = _postgresql_keys(connection, keys, found_keys)
+    # the two depend only on the catalog's answer: sent together, one round trip
+    plan, largest = _pipelined(connection, explain, reads)
+    said += _checks_differ(pairs, [line for (line,) in plan])
     for name in sorted(present):
         said += _collation_differences(name, tables[name], collations.get(name, {}), "default")
-    keyed, unread = _postgresql_keys(connection, keys, found_keys)
-    return said + keyed, unread
+    return said + unnumbered + _keys_collide(keys, largest), unread
+
+
+def _pipelined(connection: Connection, *statements: str | None) -> list[list[Any]]:
+    """Each statement's rows ([] for None, which is not sent), the statements sent in one
+    round trip (psycopg's pipeline) in the connection's transaction."""
+    driver = driver_connection(connection)
+    cursors = {index: driver.cursor() for index, sql in enumerate(statements) if sql}
+    if cursors:
+        sent = "; ".join(sql for sql in statements if sql)
+        with driver_errors(connection, sent), driver.pipeline():
+            for index, cursor in cursors.items():
+                # with parameters, as SQLAlchemy executes a statement: the models' conditions
+                # are compiled for it, a % written as %%
+                cursor.execute(statements[index], {})
+    return [
+        cursors[index].fetchall() if index in cursors else [] for index in range(len(statements))
+    ]
+
+
+# a CHECK constraint's table, name, condition as the models would create it, and as stored
+Pair = tuple[str, str, str, str]
 
 
 def _postgresql_checks(
     connection: Connection, tables: dict[str, Table], stored: dict[tuple[str, str], str]
-) -> list[str]:
-    """CHECK conditions of the same name that differ once PostgreSQL has deparsed both.
+) -> tuple[list[Pair], str | None]:
+    """The CHECK constraints of the same name in the models and the database, and the statement
+    that has PostgreSQL deparse both conditions of each (None: none to compare).
 
     One EXPLAIN VERBOSE of a SELECT per table, joined by UNION ALL, holding the models'
     condition and the stored one side by side: the planner writes both the same way (casts,
     BETWEEN spelt out, IN as = ANY), and nothing is run.
     """
-    pairs: list[tuple[str, str, str, str]] = []  # table, name, models' condition, stored
+    pairs: list[Pair] = []
     for (table, name), text in sorted(stored.items()):
         declared = _model_checks(tables[table]).get(name)
         if declared is not None:
             pairs.append((table, name, _condition(declared, connection), text))
     if not pairs:
-        return []
+        return [], None
     width = max(sum(1 for pair in pairs if pair[0] == table) for table, *_ in pairs) * 2
     quote = connection.dialect.identifier_preparer.quote
     selects = []
@@ -328,9 +355,12 @@ def _postgresql_checks(
         conditions = [f"({c})" for t, _n, m, s in pairs if t == table for c in (m, s)]
         conditions += ["NULL::boolean"] * (width - len(conditions))
         selects.append(f"SELECT '{table}'::text, {', '.join(conditions)} FROM {quote(table)}")
-    plan = connection.exec_driver_sql(
-        "EXPLAIN (VERBOSE, COSTS OFF) " + " UNION ALL ".join(selects)
-    ).scalars()
+    return pairs, "EXPLAIN (VERBOSE, COSTS OFF) " + " UNION ALL ".join(selects)
+
+
+def _checks_differ(pairs: list[Pair], plan: list[str]) -> list[str]:
+    """The CHECK conditions of the same name that differ once PostgreSQL has deparsed both
+    (plan: the EXPLAIN's lines)."""
     deparsed: dict[str, list[str]] = {}
     tags = {f"Output: '{table}'::text, ": table for table, *_ in pairs}
     for line in plan:
@@ -351,8 +381,10 @@ def _postgresql_checks(
 
 def _postgresql_keys(
     connection: Connection, keys: dict[str, Column[Any] | None], found: dict[str, Key]
-) -> tuple[list[str], list[str]]:
-    """Each autoincrement key draws from a sequence whose next value is past its largest."""
+) -> tuple[list[str], list[str], str | None]:
+    """The autoincrement keys that draw from no sequence, in words; the sequences this role
+    may not read; and the statement that reads, for every other, its sequence's state beside
+    the key's largest value (None: no such key)."""
     said, unread = [], []
     reads = []
     quote = connection.dialect.identifier_preparer.quote
@@ -374,16 +406,19 @@ def _postgresql_keys(
             f"SELECT '{name}'::text, (SELECT max({quote(key.name)}) FROM {quote(name)})::bigint, "
             f"s.last_value, s.is_called, {int(increment)} FROM {sequence} s"
         )
-    if not reads:
-        return said, unread
-    for name, largest, last, called, increment in connection.exec_driver_sql(
-        " UNION ALL ".join(reads)
-    ):
+    return said, unread, " UNION ALL ".join(reads) if reads else None
+
+
+def _keys_collide(keys: dict[str, Column[Any] | None], largest: list[Any]) -> list[str]:
+    """Each key whose sequence's next value is not past its largest (largest: the rows of
+    _postgresql_keys's statement)."""
+    said = []
+    for name, most, last, called, increment in largest:
         upcoming = last + increment if called else last
-        if largest is not None and increment > 0 and upcoming <= largest:
+        if most is not None and increment > 0 and upcoming <= most:
             column = f"{name}.{keys[name].name}"  # type: ignore[union-attr]
             said.append(
                 f"{column}: its sequence's next value is {upcoming}, not past the largest "
-                f"{largest}; inserts will collide with stored rows"
+                f"{most}; inserts will collide with stored rows"
             )
-    return said, unread
+    return said

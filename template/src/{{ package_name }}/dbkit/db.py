@@ -55,6 +55,8 @@ POSTGRES_WITH_BEGIN = "postgres_with_begin"
 
 # the driver name make_engine gives PostgreSQL URLs: psycopg, through _Psycopg below
 DRIVER = "psycopg_at_connect"
+# where a shared_reflection() block keeps the dialect's answers, in connection.info
+SHARED_REFLECTION = "shared_reflection"
 
 
 class _Psycopg(PGDialect_psycopg):
@@ -112,8 +114,68 @@ class _Psycopg(PGDialect_psycopg):
         dbapi_conn.autocommit = True
         dbapi_conn.isolation_level = None
 
+    # the reflection questions that db-evidence's snapshot and its MetaData.reflect both ask:
+    # within shared_reflection(), each is read once (the Dialect interface's methods)
+
+    def get_table_names(self, connection: Any, schema: Any = None, **kw: Any) -> Any:
+        return _shared(connection, super().get_table_names, schema=schema, **kw)
+
+    def get_multi_columns(self, connection: Any, *args: Any, **kw: Any) -> Any:
+        return _shared(connection, super().get_multi_columns, *args, **kw)
+
+    def get_multi_pk_constraint(self, connection: Any, *args: Any, **kw: Any) -> Any:
+        return _shared(connection, super().get_multi_pk_constraint, *args, **kw)
+
+    def get_multi_foreign_keys(self, connection: Any, *args: Any, **kw: Any) -> Any:
+        return _shared(connection, super().get_multi_foreign_keys, *args, **kw)
+
+    def get_multi_unique_constraints(self, connection: Any, *args: Any, **kw: Any) -> Any:
+        return _shared(connection, super().get_multi_unique_constraints, *args, **kw)
+
+    def get_multi_indexes(self, connection: Any, *args: Any, **kw: Any) -> Any:
+        return _shared(connection, super().get_multi_indexes, *args, **kw)
+
+    def get_multi_check_constraints(self, connection: Any, *args: Any, **kw: Any) -> Any:
+        return _shared(connection, super().get_multi_check_constraints, *args, **kw)
+
 
 registry.register(f"postgresql.{DRIVER}", __name__, "_Psycopg")
+
+
+@contextmanager
+def shared_reflection(connection: Connection) -> Iterator[None]:
+    """Within the block, each reflection question asked of connection's dialect (the tables,
+    and their columns, keys, indexes and constraints, for the same tables) is read once, and
+    asked again, answered from that read: db-evidence's schema snapshot and its MetaData.reflect
+    for schema.sql ask the same, a round trip each on a remote database.
+
+    For reads in one transaction that changes nothing meanwhile (db-evidence's, read-only).
+    psycopg URLs only (_Psycopg); with another driver every question is read as it is asked.
+    """
+    connection.info[SHARED_REFLECTION] = {}
+    try:
+        yield
+    finally:
+        connection.info.pop(SHARED_REFLECTION, None)
+
+
+def _shared(connection: Any, read: Any, *args: Any, **kw: Any) -> Any:
+    """read(connection, ...), or within shared_reflection() its answer to the same question
+    read before: the same tables (in any order), schema, kind and scope."""
+    answers = connection.info.get(SHARED_REFLECTION)
+    if answers is None or args:  # the Inspector asks by keyword; anything else is read
+        return read(connection, *args, **kw)
+    asked = {key: value for key, value in kw.items() if key not in ("info_cache", "unreflectable")}
+    if isinstance(names := asked.get("filter_names"), (list, tuple, set)):
+        asked["filter_names"] = frozenset(names)
+    try:
+        key = (read.__name__, *sorted(asked.items(), key=lambda item: item[0]))
+        answer = answers.get(key)
+    except TypeError:  # an unhashable option: not one the shared readers ask with
+        return read(connection, **kw)
+    if answer is None:
+        answer = answers[key] = list(read(connection, **kw))
+    return list(answer)
 
 
 def read_default_schema(connection: Connection) -> None:

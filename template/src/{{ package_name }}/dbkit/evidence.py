@@ -23,11 +23,13 @@ import alembic
 import sqlalchemy
 from alembic import command
 from sqlalchemy import Connection, MetaData, inspect
+from sqlalchemy.engine.reflection import ObjectKind, ObjectScope
 from sqlalchemy.exc import CompileError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from .bundle import FORMAT_VERSION
 from .config import IN_SOURCE_CHECKOUT, PROJECT_ROOT, parse_database_url, test_database_setting
+from .db import shared_reflection
 from .diagram import er_diagram
 from .errors import DatabaseSetupError, describe
 from .migrate import alembic_config
@@ -49,13 +51,10 @@ def collect(
     """evidence.json's content, schema.sql's text and the schema's erDiagram (from the
     database, as reflected: see diagram.py)."""
     result = verify(database)
-    reflected = _reflected(database)
-    # the tables' names as that reflection found them: asking again would be a round trip
-    # (a table of another schema, which a foreign key pulled in, is not one of them)
-    names = (
-        None if reflected is None else [t.name for t in reflected.tables.values() if not t.schema]
-    )
-    snapshot = schema_snapshot(database.connection, names)
+    # the snapshot and schema.sql's reflection ask the same questions: each read once
+    with shared_reflection(database.connection):
+        snapshot = schema_snapshot(database.connection)
+        reflected = _reflected(database)
     # pass only for a bundle whose tests ran and passed: checks alone are pass-untested
     verdict = (
         "fail"
@@ -102,14 +101,18 @@ def schema_snapshot(connection: Connection, names: list[str] | None = None) -> d
         return " ".join(str(text).split()) if text is not None else None
 
     # each kind read for every table in one query (get_multi_*): remotely, a query per
-    # table and kind would be a round trip each
+    # table and kind would be a round trip each; on PostgreSQL asked as MetaData.reflect asks
+    # (of any scope: a new session has no temporary tables), so that db-evidence reads once
+    # for both (db.py's shared_reflection)
     names = sorted(inspector.get_table_names() if names is None else names)
-    columns = inspector.get_multi_columns(filter_names=names)
-    primary_keys = inspector.get_multi_pk_constraint(filter_names=names)
-    foreign_keys = inspector.get_multi_foreign_keys(filter_names=names)
-    uniques = inspector.get_multi_unique_constraints(filter_names=names)
-    indexes = inspector.get_multi_indexes(filter_names=names)
-    checks = inspector.get_multi_check_constraints(filter_names=names)
+    scope = ObjectScope.ANY if dialect.name == "postgresql" else ObjectScope.DEFAULT
+    asked: dict[str, Any] = {"filter_names": names, "kind": ObjectKind.TABLE, "scope": scope}
+    columns = inspector.get_multi_columns(**asked)
+    primary_keys = inspector.get_multi_pk_constraint(**asked)
+    foreign_keys = inspector.get_multi_foreign_keys(**asked)
+    uniques = inspector.get_multi_unique_constraints(**asked)
+    indexes = inspector.get_multi_indexes(**asked)
+    checks = inspector.get_multi_check_constraints(**asked)
     tables = {}
     for table in names:
         key = (None, table)

@@ -6,8 +6,9 @@ defaults; it skips CHECK constraints and primary keys, so every named constraint
 the models' tables is compared here by reflection instead, by name and by columns.
 """
 
+import re
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import (
+    BIGINT,
+    INTEGER,
     CheckConstraint,
     Column,
     Connection,
@@ -23,6 +26,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.exc import SAWarning
 from sqlalchemy.sql.schema import ColumnCollectionConstraint
@@ -40,9 +44,27 @@ CONSTRAINT_OPERATIONS = {
     "remove_fk",
 }
 
+# PostgreSQL: every sequence a column owns (a SERIAL's), by the name a nextval() default gives
+# it (regclass's text, as pg_get_expr writes it there), with the owning column's name
+OWNED_SEQUENCES = """
+SELECT COALESCE(json_object_agg(c.oid::regclass::text, a.attname), '{}')
+FROM pg_class c JOIN pg_depend d ON d.objid = c.oid AND d.classid = 'pg_class'::regclass
+  AND d.refclassid = 'pg_class'::regclass
+JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+WHERE c.relkind = 'S'
+"""
+# a default that draws from a sequence, as Alembic's PostgreSQL comparison matches it
+NEXTVAL = re.compile(r"nextval\('(.+?)'::regclass\)")
 
-def schema_differences(connection: Connection) -> list[str]:
-    """Every difference between the database's schema and the models', in words; [] if none."""
+
+def schema_differences(
+    connection: Connection, owned_sequences: Mapping[str, str] | None = None
+) -> list[str]:
+    """Every difference between the database's schema and the models', in words; [] if none.
+
+    owned_sequences: OWNED_SEQUENCES's answer, when the caller has read it (in a round trip
+    it makes anyway: two_paths.py); on PostgreSQL it is read here otherwise.
+    """
     # the options migrations/env.py gives `alembic check`, so that the two agree
     opts = {"target_metadata": Base.metadata, "compare_type": True, "compare_server_default": True}
     # the tables as Alembic's comparison reflected them, for the constraints: reflecting them
@@ -58,13 +80,41 @@ def schema_differences(connection: Connection) -> list[str]:
         connection, opts={**opts, "include_object": keep_reflected}
     )
     read_default_schema(connection)
-    with reflecting():
+    if connection.dialect.name == "postgresql" and owned_sequences is None:
+        owned_sequences = connection.exec_driver_sql(OWNED_SEQUENCES).scalar_one()
+    with reflecting(), serials_known(owned_sequences or {}):
         differences = [
             describe_difference(difference)
             for difference in compare_metadata(context, Base.metadata)
             if not _is_constraint_difference(difference)
         ]
         return differences + _constraint_differences(reflected)
+
+
+@contextmanager
+def serials_known(owned_sequences: Mapping[str, str]) -> Iterator[None]:
+    """Around Alembic's comparison on PostgreSQL: each SERIAL column's default dropped as it is
+    reflected, as Alembic's own column_reflect hook (PostgresqlImpl.autogen_column_reflect)
+    drops it, but from owned_sequences, read once, where that hook asks the database which
+    column owns the sequence: a query per table, a round trip each on a remote database.
+
+    The same test as Alembic's: an INTEGER or BIGINT column whose default is nextval() of a
+    sequence that a column of the same name owns. A default this leaves is Alembic's to judge.
+    Listeners on the Table class run before those Alembic puts on each table it reflects.
+    """
+
+    def drop_serial_default(_inspector: Any, _table: Table, column: Any) -> None:
+        default = column.get("default")
+        if default and isinstance(column["type"], (INTEGER, BIGINT)):
+            drawn = NEXTVAL.match(default)
+            if drawn and owned_sequences.get(drawn[1]) == column["name"]:
+                del column["default"]
+
+    event.listen(Table, "column_reflect", drop_serial_default)
+    try:
+        yield
+    finally:
+        event.remove(Table, "column_reflect", drop_serial_default)
 
 
 @contextmanager

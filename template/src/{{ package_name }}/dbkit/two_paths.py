@@ -29,9 +29,12 @@ from .db import (
     set_local,
 )
 from .errors import DatabaseSetupError, cannot_use, explained, first_line, sqlite_problem
+from .schema_diff import OWNED_SEQUENCES
 
-# what the engine's path exports for the raw path to import (share_snapshot)
-EXPORT_SNAPSHOT = "SELECT pg_export_snapshot(), current_schema()"
+# what the engine's path exports for the raw path to import (share_snapshot), with what
+# reflection needs read in the same round trip: the schema unqualified names resolve to, and
+# the sequences columns own (schema_diff.py)
+EXPORT_SNAPSHOT = f"SELECT pg_export_snapshot(), current_schema(), ({OWNED_SEQUENCES})"
 
 
 @dataclass
@@ -45,6 +48,8 @@ class Database:
     driver_errors: tuple[type[Exception], ...]
     # PostgreSQL: both paths are in transactions that see one snapshot (share_snapshot)
     shared: bool = False
+    # PostgreSQL: schema_diff.OWNED_SEQUENCES's answer, read in that snapshot
+    owned_sequences: dict[str, str] | None = None
 
     @property
     def backend(self) -> str:
@@ -87,10 +92,11 @@ class Database:
         if self.backend == "sqlite":
             return
         # exported as the transaction begins, in its round trip, with the schema unqualified
-        # names resolve to, which reflection needs (db.py's read_default_schema)
+        # names resolve to (db.py's read_default_schema) and the sequences columns own, which
+        # reflection needs
         self.connection.execution_options(**{POSTGRES_WITH_BEGIN: EXPORT_SNAPSHOT})
         self.connection.begin()
-        snapshot, schema = self.connection.info.pop(POSTGRES_WITH_BEGIN)
+        snapshot, schema, self.owned_sequences = self.connection.info.pop(POSTGRES_WITH_BEGIN)
         if self.connection.dialect.default_schema_name is None:
             self.connection.dialect.default_schema_name = schema
         sql = importlib.import_module("psycopg.sql")  # utility statements take no parameters

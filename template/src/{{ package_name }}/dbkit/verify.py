@@ -222,7 +222,7 @@ def _revision_verdict(
 
 
 def _check_schema(database: Database) -> Verdict:
-    if differences := schema_differences(database.connection):
+    if differences := schema_differences(database.connection, database.owned_sequences):
         return False, f"{len(differences)} difference(s): {'; '.join(differences)}"
     return True, "the database matches the models"
 
