@@ -95,6 +95,7 @@ DEADLINE = "migration_deadline"
 # revision's autocommit_block() committed during the run (what a rollback then leaves)
 APPLIED = "migration_applied_heads"
 COMMITTED_EARLY = "migration_committed_early"
+# _state(): the run's ScriptDirectory while its revisions run (a commit then is a block's)
 MIGRATING = "migration_running_revisions"
 # _state(): an autocommit_block() set the session's timeouts (reset at the end)
 SESSION_TIMEOUTS = "migration_session_timeouts"
@@ -179,7 +180,9 @@ def run_migrations(connection: Connection) -> None:
         _state(connection).pop(APPLIED, None)
         with migrating(connection, write_lock=writes), context.begin_transaction():
             wait_for_other_migrations(connection)
-            _state(connection)[MIGRATING] = True  # a commit from now on is an autocommit_block's
+            # a commit from now on is an autocommit_block's: it records the lineage of what
+            # it commits (_committed), for this run's scripts
+            _state(connection)[MIGRATING] = context.script
             try:
                 context.run_migrations()
             except CommandError:
@@ -406,13 +409,19 @@ def migrating(connection: Connection, write_lock: bool = True) -> Iterator[None]
 def _committed(connection: Connection) -> None:
     # a commit while the revisions run is an autocommit_block()'s: what ran before it stays,
     # if it wrote anything (PostgreSQL gives a transaction an id at its first write)
-    if not _state(connection).get(MIGRATING) or _state(connection).get(COMMITTED_EARLY):
+    if not _state(connection).get(MIGRATING):
         return
     if connection.dialect.name == "postgresql":
         # straight to the driver: the connection is between its statements and its commit
-        written = driver_connection(connection).execute(WROTE).fetchone()[0]
-        if not written:
+        driver = driver_connection(connection)
+        if not driver.execute(WROTE).fetchone()[0]:
             return
+        # the revisions applied before the block become visible now: with their lineage, or
+        # the previous release's programs would refuse the database until the run ends
+        applied = _state(connection).get(APPLIED)
+        owner = driver.execute(OWNS_VERSION_TABLE_DRIVER, {"table": VERSION_TABLE}).fetchone()
+        if applied and owner and owner[0]:
+            driver.execute(lineage_sql(_state(connection)[MIGRATING], applied))
     _state(connection)[COMMITTED_EARLY] = True
 
 
@@ -753,6 +762,10 @@ NOT_RECORDED = "lineage_not_recorded"
 # does this role own alembic_version (or belong to its owner)?
 OWNS_VERSION_TABLE = text(
     "SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = to_regclass(:table)"
+)
+# the same, for psycopg's own cursor (its placeholders)
+OWNS_VERSION_TABLE_DRIVER = (
+    "SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = to_regclass(%(table)s)"
 )
 _NOT_OWNER = (
     f"lineage not recorded: this role does not own {VERSION_TABLE}, so the previous "
