@@ -88,8 +88,12 @@ def check_at_head(
     database = f"the database ({name_database(url)})"
     if not current:
         problem = _no_revision(connection, scripts.bases, database)
-    elif unknown := current - scripts.revisions:
-        lineage = read_lineage(connection)
+    elif current - scripts.revisions:
+        lineage, now = _lineage_and_revisions(connection)
+        if now is not None and now != current:
+            # a migration committed since the revisions were read: judge what is there now
+            return check_at_head(connection, versions, now)
+        unknown = current - scripts.revisions
         if heads <= _built_on(lineage, current):
             # a later release migrated it past ours, from our head (an expand revision, see
             # the skill's live-migrations.md): every table and column we use is still there
@@ -162,11 +166,25 @@ def read_lineage(connection: Connection) -> Lineage | None:
 
     Only a database whose revisions are not in this release's scripts costs the query.
     """
+    return _lineage_and_revisions(connection)[0]
+
+
+def _lineage_and_revisions(connection: Connection) -> tuple[Lineage | None, set[str] | None]:
+    # the lineage and the revisions it speaks of, read in one statement (one snapshot): a
+    # migration may commit both between two statements of a READ COMMITTED transaction, and
+    # a lineage newer than the revisions read before it would not describe them
     if connection.dialect.name != "postgresql":
-        return None
-    comment = connection.scalar(
-        text(f"SELECT obj_description('{VERSION_TABLE}'::regclass, 'pg_class')")
-    )
+        return None, None
+    comment, revisions = connection.execute(
+        text(
+            f"SELECT obj_description('{VERSION_TABLE}'::regclass, 'pg_class'), "
+            f"ARRAY(SELECT version_num FROM {VERSION_TABLE})"
+        )
+    ).one()
+    return _parsed_lineage(comment), set(revisions)
+
+
+def _parsed_lineage(comment: str | None) -> Lineage | None:
     match = re.fullmatch(
         rf"{LINEAGE} (?:project (\S+); )?heads ([^;]*); revisions (.*)", comment or ""
     )
