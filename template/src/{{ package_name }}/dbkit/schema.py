@@ -7,6 +7,7 @@ are read from the scripts' source directly; the tests check them against `alembi
 
 import ast
 import re
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
@@ -241,10 +242,18 @@ def _is_missing_table(exc: DBAPIError) -> bool:
     return getattr(reason, "sqlstate", None) == "42P01" or "no such table" in str(reason)
 
 
+# CPython 3.11 can fail two ast.parse() calls made at once in two threads ("AST constructor
+# recursion depth mismatch", seen with 3.11.7 in the live-migration test): one at a time
+_PARSING = threading.Lock()
+
+
 def _module_constants(script: Path) -> dict[str, object]:
     # `revision = "..."` and `down_revision: ... = (...)`, as Alembic writes them
     constants: dict[str, object] = {}
-    for node in ast.parse(script.read_bytes(), str(script)).body:
+    source = script.read_bytes()
+    with _PARSING:
+        module = ast.parse(source, str(script))
+    for node in module.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
             target, value = node.targets[0], node.value
         elif isinstance(node, ast.AnnAssign) and node.value is not None:
