@@ -419,7 +419,7 @@ def _committed(connection: Connection) -> None:
         # the revisions applied before the block become visible now: with their lineage, or
         # the previous release's programs would refuse the database until the run ends
         applied = _state(connection).get(APPLIED)
-        owner = driver.execute(OWNS_VERSION_TABLE_DRIVER, {"table": VERSION_TABLE}).fetchone()
+        owner = driver.execute(OWNS_VERSION_TABLE).fetchone()
         if applied and owner and owner[0]:
             driver.execute(lineage_sql(_state(connection)[MIGRATING], applied))
     _state(connection)[COMMITTED_EARLY] = True
@@ -728,7 +728,7 @@ def record_lineage(connection: Connection, script: ScriptDirectory, heads: Itera
     """
     if connection.dialect.name != "postgresql":
         return
-    owner = connection.scalar(OWNS_VERSION_TABLE, {"table": VERSION_TABLE})
+    owner = connection.exec_driver_sql(OWNS_VERSION_TABLE).scalar()
     if not owner:
         # alembic's logging shows it; db-migrate, which sets up no logging, prints it itself
         log.warning("%s", _NOT_OWNER)
@@ -760,12 +760,9 @@ def lineage_sql(script: ScriptDirectory, heads: Iterable[str], offline: bool = F
 # Config.attributes: the lineage went unrecorded, and why (db-migrate prints it)
 NOT_RECORDED = "lineage_not_recorded"
 # does this role own alembic_version (or belong to its owner)?
-OWNS_VERSION_TABLE = text(
-    "SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = to_regclass(:table)"
-)
-# the same, for psycopg's own cursor (its placeholders)
-OWNS_VERSION_TABLE_DRIVER = (
-    "SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = to_regclass(%(table)s)"
+OWNS_VERSION_TABLE = (
+    "SELECT pg_has_role(relowner, 'USAGE') FROM pg_class "
+    f"WHERE oid = to_regclass('{VERSION_TABLE}')"
 )
 _NOT_OWNER = (
     f"lineage not recorded: this role does not own {VERSION_TABLE}, so the previous "
